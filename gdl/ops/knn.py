@@ -1,0 +1,130 @@
+"""K nearest neighbours."""
+
+from __future__ import annotations
+
+import torch
+
+from gdl.ops.backend import import_pykeops
+from gdl.ops.base import Operator, row_chunks
+from gdl.ops.batching import batch_pair, require_nonempty_targets
+from gdl.ops.checks import check_batch, check_choice, check_pair, check_points, check_positive
+from gdl.ops.kernels import safe_sqrt
+from gdl.ops.registry import register
+
+METRICS = ("euclidean", "manhattan", "cosine")
+
+
+def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    """Row-wise d(x_i, y_i) for matching rows (..., D) -> (...), differentiable."""
+    if metric == "euclidean":
+        return safe_sqrt(((x - y) ** 2).sum(-1))
+    if metric == "manhattan":
+        return (x - y).abs().sum(-1)
+    return 1 - (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))
+
+
+def _search_key(x: torch.Tensor, metric: str) -> torch.Tensor:
+    """Coordinates in which the metric's ranking is a plain reduction (unit vectors for cosine)."""
+    return x / x.norm(dim=-1, keepdim=True) if metric == "cosine" else x
+
+
+@register("knn")
+class KNN(Operator):
+    r"""The k nearest neighbours of each point x_i among the points y_j of the same batch item.
+
+    Returns ``(dists, idx)`` of shape (N, k), sorted by increasing distance, where
+    ``idx[i, r]`` indexes a row of y (of x when y is None) and ``dists[i, r] = d(x_i, y_idx[i, r])``
+    for d one of
+
+        euclidean  |x - y|_2 (not squared),   manhattan  |x - y|_1,
+        cosine     1 - <x, y> / (|x| |y|).
+
+    ``dists`` is differentiable with respect to x and y (the ranking itself is piecewise constant).
+    With ``exclude_self`` (only when y is None) a point is never its own neighbour.
+    """
+
+    def __init__(self, k: int, metric: str = "euclidean", exclude_self: bool = False, backend: str = "auto"):
+        super().__init__(backend)
+        self.k = check_positive("k", k, integer=True)
+        self.metric = check_choice("metric", metric, METRICS)
+        self.exclude_self = bool(exclude_self)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, metric={self.metric!r}, exclude_self={self.exclude_self}, " + super().extra_repr()
+
+    def forward(self, x, y=None, batch_x=None, batch_y=None):
+        check_points("x", x)
+        self_search = y is None
+        if self_search:
+            if batch_y is not None:
+                raise ValueError("batch_y was given without y: pass y, or only batch_x")
+            y, batch_y = x, batch_x
+        else:
+            check_points("y", y)
+            check_pair(x, y)
+            if self.exclude_self:
+                raise ValueError("exclude_self=True needs y=None (a search of x among itself)")
+        check_batch("batch_x", batch_x, x.shape[0], x.device)
+        check_batch("batch_y", batch_y, y.shape[0], y.device)
+        if self.metric == "cosine":
+            for name, t in (("x", x), ("y", y)):
+                if bool((t.norm(dim=-1) == 0).any()):
+                    raise ValueError(f"{name} has zero vectors: the cosine metric is undefined there")
+        pair = batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])
+        require_nonempty_targets(pair)
+        k_search = self.k + (1 if self.exclude_self else 0)
+        too_small = ((pair.counts_x > 0) & (pair.counts_y < k_search)).nonzero().flatten().tolist()
+        if too_small:
+            b = too_small[0]
+            raise ValueError(
+                f"k={self.k} is larger than batch item {b}, which has {int(pair.counts_y[b])} points "
+                f"to search{' besides the query point itself' if self.exclude_self else ''}"
+            )
+        with torch.no_grad():
+            xs, ys = _search_key(x.detach(), self.metric), _search_key(y.detach(), self.metric)
+            if self.backend_for(x.device) == "keops":
+                idx = self._indices_keops(xs, ys, pair, k_search)
+            else:
+                idx = self._indices_torch(xs, ys, pair, k_search)
+            if self.exclude_self:
+                idx = _drop_self(idx, torch.arange(x.shape[0], device=x.device))
+        dists = pairwise_distance(x[:, None, :], y[idx], self.metric)
+        # Re-sort: ties and float rounding in the search may leave equal distances out of order.
+        dists, order = dists.sort(dim=1, stable=True)
+        return dists, idx.gather(1, order)
+
+    def _indices_keops(self, x, y, pair, k):
+        LazyTensor = import_pykeops().LazyTensor
+        x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :])
+        if self.metric == "euclidean":
+            d_ij = ((x_i - y_j) ** 2).sum(-1)
+        elif self.metric == "manhattan":
+            d_ij = (x_i - y_j).abs().sum(-1)
+        else:
+            d_ij = -(x_i * y_j).sum(-1)
+        if pair.num_items > 1:
+            d_ij.ranges = pair.keops_ranges(x.device)
+        return d_ij.argKmin(k, dim=1).long()
+
+    def _indices_torch(self, x, y, pair, k):
+        idx = torch.empty(x.shape[0], k, dtype=torch.int64, device=x.device)
+        for _, sx, sy in pair.item_slices():
+            ys = y[sy]
+            for rows in row_chunks(sx.stop - sx.start, ys.shape[0]):
+                xq = x[sx][rows]
+                if self.metric == "euclidean":
+                    d = torch.cdist(xq, ys) ** 2
+                elif self.metric == "manhattan":
+                    d = torch.cdist(xq, ys, p=1)
+                else:
+                    d = -xq @ ys.T
+                idx[sx][rows] = d.topk(k, dim=1, largest=False, sorted=True).indices + sy.start
+        return idx
+
+
+def _drop_self(idx: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
+    """Remove each row's own index from k+1 neighbours (or its farthest one if it is absent)."""
+    is_self = idx == self_index[:, None]
+    is_self[:, -1] |= ~is_self.any(dim=1)
+    keep = ~(is_self & (is_self.cumsum(dim=1) == 1))
+    return idx[keep].view(idx.shape[0], idx.shape[1] - 1)
