@@ -1,13 +1,18 @@
 """The registry of symbolic operators: ``gdl.ops.get(name, **params)`` builds an ``nn.Module``.
 
 Every operator takes ``backend="auto" | "keops" | "torch"``, points of shape (N, D) and ragged
-batches as sorted int64 ``batch`` vectors. See :func:`available` for the registered names.
+batches as sorted int64 ``batch`` vectors. :func:`available` lists the registered names.
 """
 
-from gdl.ops.registry import available, get, register
-from gdl.ops.backend import keops_status, resolve_backend
+import importlib
+import pkgutil
 
-# Built-in operators register themselves on import.
-from gdl.ops import kernel_conv, knn  # noqa: F401  (registration side effects)
+from gdl.ops.backend import keops_status, resolve_backend
+from gdl.ops.registry import available, get, register
+
+# Built-in operators register themselves when their module is imported: import them all.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["available", "get", "register", "keops_status", "resolve_backend"]
