@@ -1,0 +1,1 @@
+"""Readers, datasets, LightningDataModules and synthetic deformations."""

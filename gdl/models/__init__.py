@@ -1,0 +1,1 @@
+"""Models built on the operator registry: dMaSIF protein surfaces, point-cloud registration."""

@@ -1,0 +1,1 @@
+"""LightningModules: losses, metrics and logging around the models."""
