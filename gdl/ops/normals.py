@@ -1,0 +1,149 @@
+"""Surface normals by windowed principal component analysis."""
+
+from __future__ import annotations
+
+import torch
+
+from gdl.ops.backend import import_pykeops
+from gdl.ops.base import Operator, row_chunks
+from gdl.ops.batching import batch_pair
+from gdl.ops.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
+from gdl.ops.registry import register
+
+# How far from 1 the length of a "unit" normal may be before it is rejected.
+UNIT_TOLERANCE = 1e-3
+
+
+def check_unit_normals(name: str, normals, x: torch.Tensor) -> torch.Tensor:
+    """Finite unit vectors of shape (N, 3) on the device and dtype of the points ``x``."""
+    if not isinstance(normals, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(normals).__name__}")
+    if tuple(normals.shape) != (x.shape[0], 3):
+        raise ValueError(f"{name} must have shape ({x.shape[0]}, 3) to match x, got {tuple(normals.shape)}")
+    check_same_device_dtype(name, normals, x)
+    check_finite(name, normals)
+    error = (normals.detach().norm(dim=1) - 1).abs()
+    if bool((error > UNIT_TOLERANCE).any()):
+        worst = int(error.argmax())
+        raise ValueError(
+            f"{name} must be unit vectors: row {worst} has length {float(normals[worst].norm()):.6g} "
+            f"({int((error > UNIT_TOLERANCE).sum())} rows off by more than {UNIT_TOLERANCE})"
+        )
+    return normals
+
+
+def gaussian_moments(x: torch.Tensor, scale: float, pair, backend: str) -> torch.Tensor:
+    """Window sums m_i = sum_j w_ij [1, d_ij, d_ij d_ij^T] of shape (N, 13), d_ij = x_j - x_i,
+    w_ij = exp(-|d_ij|^2 / (2 scale^2)), over the points j of the batch item of i."""
+    gamma = 1 / (2 * scale**2)
+    if backend == "keops":
+        LazyTensor = import_pykeops().LazyTensor
+        d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
+        w = (-LazyTensor(x.new_tensor([gamma])) * (d**2).sum(-1)).exp()
+        terms = w.concat(w * d).concat(w * d * d[0]).concat(w * d * d[1]).concat(w * d * d[2])
+        if pair.num_items > 1:
+            terms.ranges = pair.keops_ranges(x.device)
+        return terms.sum(dim=1)
+    blocks = []
+    for _, sx, _ in pair.item_slices():
+        xs = x[sx]
+        for rows in row_chunks(xs.shape[0], 13 * xs.shape[0]):
+            d = xs[None, :, :] - xs[rows, None, :]
+            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
+            outer = (d[..., :, None] * d[..., None, :]).flatten(-2)
+            blocks.append(torch.cat([w, w * d, w * outer], -1).sum(1))
+    return torch.cat(blocks, 0)
+
+
+@register("normals")
+class Normals(Operator):
+    r"""Unit normals n_i: the eigenvector of the smallest eigenvalue of the local covariance
+
+        C_i = sum_j w_ij (x_j - m_i)(x_j - m_i)^T / sum_j w_ij,   m_i = sum_j w_ij x_j / sum_j w_ij,
+        w_ij = exp(-|x_i - x_j|^2 / (2 scale^2)),
+
+    over the points j of the batch item of i (x of shape (N, 3)). Orientation: with ``orient_to``
+    reference normals (N, 3), <n_i, orient_to_i> >= 0; with a viewpoint (3,),
+    <n_i, orient_to - x_i> >= 0. Without it, the normals of each item first point away from the
+    item's centroid, then each one takes the side of the window-weighted sum of its neighbours'
+    normals (``smoothing_steps`` times), which makes a closed or gently curved surface consistent.
+    Differentiable in x where the two smallest eigenvalues differ.
+    """
+
+    def __init__(self, scale: float, smoothing_steps: int = 3, backend: str = "auto"):
+        super().__init__(backend)
+        self.scale = float(check_positive("scale", scale))
+        if isinstance(smoothing_steps, bool) or not isinstance(smoothing_steps, int) or smoothing_steps < 0:
+            raise ValueError(f"smoothing_steps must be a non-negative integer, got {smoothing_steps!r}")
+        self.smoothing_steps = smoothing_steps
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, smoothing_steps={self.smoothing_steps}, " + super().extra_repr()
+
+    def forward(self, x, batch=None, orient_to=None):
+        check_points("x", x, dim=3)
+        check_batch("batch", batch, x.shape[0], x.device)
+        if orient_to is not None:
+            self._check_orient_to(orient_to, x)
+        pair = batch_pair(batch, batch, x.shape[0], x.shape[0], "batch", "batch")
+        backend = self.backend_for(x.device)
+        moments = gaussian_moments(x, self.scale, pair, backend)
+        weight, first, second = moments[:, :1], moments[:, 1:4], moments[:, 4:].view(-1, 3, 3)
+        mean = first / weight
+        covariance = second / weight[:, :, None] - mean[:, :, None] * mean[:, None, :]
+        normals = torch.linalg.eigh(covariance).eigenvectors[:, :, 0]
+        with torch.no_grad():
+            sign = self._orientation(x, normals.detach(), batch, pair, backend, orient_to)
+        return normals * sign[:, None]
+
+    @staticmethod
+    def _check_orient_to(orient_to, x):
+        if not isinstance(orient_to, torch.Tensor):
+            raise TypeError(f"orient_to must be a torch.Tensor, got {type(orient_to).__name__}")
+        if tuple(orient_to.shape) not in ((3,), (x.shape[0], 3)):
+            raise ValueError(
+                f"orient_to must be reference normals of shape ({x.shape[0]}, 3) or a viewpoint of "
+                f"shape (3,), got {tuple(orient_to.shape)}"
+            )
+        check_same_device_dtype("orient_to", orient_to, x)
+        check_finite("orient_to", orient_to)
+
+    def _orientation(self, x, normals, batch, pair, backend, orient_to):
+        """+1 or -1 per point."""
+        if orient_to is not None:
+            target = orient_to - x if orient_to.dim() == 1 else orient_to
+            return _sign((normals * target).sum(1))
+        if batch is None:
+            centroid = x.mean(0, keepdim=True)
+        else:
+            counts = pair.counts_x.to(x.device).clamp(min=1).to(x.dtype)[:, None]
+            sums = torch.zeros(pair.num_items, 3, dtype=x.dtype, device=x.device).index_add_(0, batch, x)
+            centroid = (sums / counts)[batch]
+        sign = _sign((normals * (x - centroid)).sum(1))
+        for _ in range(self.smoothing_steps):
+            votes = _window_sum(x, normals * sign[:, None], self.scale, pair, backend)
+            sign = _sign((normals * votes).sum(1))
+        return sign
+
+
+def _sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t < 0, -torch.ones_like(t), torch.ones_like(t))
+
+
+def _window_sum(x, values, scale, pair, backend):
+    """sum_j w_ij values_j with the Gaussian window of :func:`gaussian_moments`."""
+    gamma = 1 / (2 * scale**2)
+    if backend == "keops":
+        LazyTensor = import_pykeops().LazyTensor
+        d2 = ((LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])) ** 2).sum(-1)
+        w = (-LazyTensor(x.new_tensor([gamma])) * d2).exp()
+        if pair.num_items > 1:
+            w.ranges = pair.keops_ranges(x.device)
+        return w @ values.contiguous()
+    blocks = []
+    for _, sx, _ in pair.item_slices():
+        xs = x[sx]
+        for rows in row_chunks(xs.shape[0], xs.shape[0]):
+            w = torch.exp(-gamma * ((xs[None, :, :] - xs[rows, None, :]) ** 2).sum(-1))
+            blocks.append(w @ values[sx])
+    return torch.cat(blocks, 0)
