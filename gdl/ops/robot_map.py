@@ -1,0 +1,92 @@
+"""Robust optimal transport matching: where each source point goes under the (unbalanced) plan."""
+
+from __future__ import annotations
+
+import torch
+
+from gdl.ops._ot_solver import check_measures, choose_solver, ot_params, solve
+from gdl.ops.backend import import_pykeops
+from gdl.ops.base import Operator, row_chunks
+from gdl.ops.checks import check_choice
+from gdl.ops.kernels import dense_sqdist, lazy_sqdist, safe_sqrt
+from gdl.ops.registry import register
+
+MODES = ("soft", "hard")
+# log(0) for empty masses, as in GeomLoss: finite so that 0 * log(0) stays 0.
+LOG_ZERO = -100000.0
+
+
+@register("robot_map")
+class RobotMap(Operator):
+    r"""Robust OT matching of a source cloud x to a target cloud y.
+
+    With the (non-debiased) potentials f, g of entropic OT (``sinkhorn_potentials``, eps = blur^p),
+    the plan is P_ij = a_i b_j exp((f_i + g_j - C(x_i, y_j)) / eps). Returns ``(y_hat, confidence)``:
+
+        soft:  y_hat_i = sum_j P_ij y_j / sum_j P_ij          (barycentric projection)
+        hard:  y_hat_i = y_{j*},  j* = argmax_j P_ij = argmin_j C(x_i, y_j) - g_j - eps log b_j
+        confidence_i = sum_j P_ij / a_i                       (transported-mass ratio)
+
+    confidence is about 1 for matched points and small for outliers when ``reach`` is set
+    (unbalanced OT lets mass farther than about ``reach`` be destroyed rather than moved). With the
+    KeOps solvers the plan stays symbolic (log-sum-exp reductions, block-diagonal over the batch);
+    with the tensorized solver it is built densely, in row chunks.
+
+    Defaults: ``blur=0.01`` (a sharp matching for clouds of unit size), ``scaling=None`` meaning
+    0.5 when balanced and 0.9 with ``reach``: coarse epsilon-scaling leaves unbalanced matchings
+    far from converged (median barycentric error 0.13 at 0.5 vs 0.002 at 0.9 on a translated
+    cube, blur 0.01, reach 1). Pick ``reach`` above the displacements to recover: mass that must
+    travel farther than ``reach`` is mostly dropped, which shows as low confidence.
+    """
+
+    def __init__(self, blur=0.01, reach=None, scaling=None, mode="soft", p=2, solver="auto", backend="auto"):
+        super().__init__(backend)
+        self.params = ot_params(p, blur, reach, scaling, False, solver)
+        self.mode = check_choice("mode", mode, MODES)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, {self.params.describe()}, " + super().extra_repr()
+
+    def forward(self, x, y, a=None, b=None, batch_x=None, batch_y=None):
+        measures = check_measures(x, y, a, b, batch_x, batch_y, self.params.balanced)
+        solver = choose_solver(self.params, self.backend, self.backend_for(x.device), measures)
+        f, g = solve(self.params, solver, measures, potentials=True)
+        b_log = torch.where(measures.b > 0, measures.b.log(), torch.full_like(measures.b, LOG_ZERO))
+        h = b_log + g / self.params.eps  # log-weights of the targets: P_ij / a_i = exp(f_i/eps + h_j - C_ij/eps)
+        if solver == "tensorized":
+            y_hat, log_mass = self._dense(x, y, h, measures)
+        else:
+            y_hat, log_mass = self._keops(x, y, h, measures)
+        return y_hat, (f / self.params.eps + log_mass).exp()
+
+    def _keops(self, x, y, h, measures):
+        LazyTensor = import_pykeops().LazyTensor
+        sqdist = lazy_sqdist(x, y)
+        cost = sqdist / 2 if self.params.p == 2 else sqdist.sqrt()
+        s_ij = LazyTensor(h[None, :, None]) - cost / self.params.eps
+        if measures.pair.num_items > 1:
+            s_ij.ranges = measures.pair.keops_ranges(x.device)
+        log_mass = s_ij.logsumexp(dim=1).view(-1)
+        if self.mode == "hard":
+            y_hat = y[(-s_ij).argmin(dim=1).view(-1).long()]
+        else:
+            weights = (s_ij - LazyTensor(log_mass[:, None, None])).exp()
+            if measures.pair.num_items > 1:
+                weights.ranges = s_ij.ranges
+            y_hat = (weights * LazyTensor(y[None, :, :])).sum(dim=1)
+        return y_hat, log_mass
+
+    def _dense(self, x, y, h, measures):
+        y_hat, log_mass = [], []
+        for _, sx, sy in measures.items():
+            xs, ys, hs = x[sx], y[sy], h[sy]
+            for rows in row_chunks(xs.shape[0], ys.shape[0]):
+                sqdist = dense_sqdist(xs[rows], ys)
+                cost = sqdist / 2 if self.params.p == 2 else safe_sqrt(sqdist)
+                s = hs[None, :] - cost / self.params.eps
+                log_mass.append(s.logsumexp(dim=1))
+                if self.mode == "hard":
+                    y_hat.append(ys[s.argmax(dim=1)])
+                else:
+                    y_hat.append(s.softmax(dim=1) @ ys)
+        return torch.cat(y_hat), torch.cat(log_mass)
