@@ -7,11 +7,18 @@ import torch
 from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.batching import batch_pair, require_nonempty_targets
+from gdl.ops.block_sparse import MAX_DIM, grid_knn
 from gdl.ops.checks import check_batch, check_choice, check_pair, check_points, check_positive
 from gdl.ops.kernels import safe_sqrt
 from gdl.ops.registry import register
 
 METRICS = ("euclidean", "manhattan", "cosine")
+METHODS = ("auto", "brute", "grid")
+# method="auto" uses the voxel grid when D <= 3 and the average item has at least this many
+# query and source points (below it, brute force is as fast on the benchmarks).
+GRID_MIN_POINTS = 20_000
+# Average number of source points per occupied voxel of the grid method.
+GRID_POINTS_PER_CELL = 32
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
@@ -41,16 +48,41 @@ class KNN(Operator):
 
     ``dists`` is differentiable with respect to x and y (the ranking itself is piecewise constant).
     With ``exclude_self`` (only when y is None) a point is never its own neighbour.
+
+    ``method="brute"`` compares every pair of the same item; ``"grid"`` (D <= 3 only) is the exact
+    block-sparse search of :mod:`gdl.ops.block_sparse`, which only visits the voxels that can hold
+    a neighbour; ``"auto"`` picks the grid for large low-dimensional clouds.
     """
 
-    def __init__(self, k: int, metric: str = "euclidean", exclude_self: bool = False, backend: str = "auto"):
+    def __init__(
+        self,
+        k: int,
+        metric: str = "euclidean",
+        exclude_self: bool = False,
+        method: str = "auto",
+        backend: str = "auto",
+    ):
         super().__init__(backend)
         self.k = check_positive("k", k, integer=True)
         self.metric = check_choice("metric", metric, METRICS)
         self.exclude_self = bool(exclude_self)
+        self.method = check_choice("method", method, METHODS)
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, metric={self.metric!r}, exclude_self={self.exclude_self}, " + super().extra_repr()
+        return (
+            f"k={self.k}, metric={self.metric!r}, exclude_self={self.exclude_self}, "
+            f"method={self.method!r}, " + super().extra_repr()
+        )
+
+    def method_for(self, x: torch.Tensor, y: torch.Tensor, num_items: int) -> str:
+        """``"brute"`` or ``"grid"``: the search used for these inputs."""
+        low_dim = x.shape[1] <= MAX_DIM
+        if self.method == "grid" and not low_dim:
+            raise ValueError(f"method='grid' needs points of dimension D <= {MAX_DIM}, got D = {x.shape[1]}")
+        if self.method != "auto":
+            return self.method
+        large = min(x.shape[0], y.shape[0]) >= GRID_MIN_POINTS * num_items
+        return "grid" if low_dim and large else "brute"
 
     def forward(self, x, y=None, batch_x=None, batch_y=None):
         check_points("x", x)
@@ -80,9 +112,17 @@ class KNN(Operator):
                 f"k={self.k} is larger than batch item {b}, which has {int(pair.counts_y[b])} points "
                 f"to search{' besides the query point itself' if self.exclude_self else ''}"
             )
+        method = self.method_for(x, y, pair.num_items)
+        backend = self.backend_for(x.device)
         with torch.no_grad():
-            xs, ys = _search_key(x.detach(), self.metric), _search_key(y.detach(), self.metric)
-            if self.backend_for(x.device) == "keops":
+            xs = _search_key(x.detach(), self.metric).contiguous()
+            ys = _search_key(y.detach(), self.metric).contiguous()
+            if method == "grid":
+                p = 1 if self.metric == "manhattan" else 2  # cosine: euclidean on unit vectors
+                idx = grid_knn(
+                    xs, ys, _items(batch_x, x), _items(batch_y, y), k_search, p, backend, GRID_POINTS_PER_CELL
+                )
+            elif backend == "keops":
                 idx = self._indices_keops(xs, ys, pair, k_search)
             else:
                 idx = self._indices_torch(xs, ys, pair, k_search)
@@ -113,13 +153,17 @@ class KNN(Operator):
             for rows in row_chunks(sx.stop - sx.start, ys.shape[0]):
                 xq = x[sx][rows]
                 if self.metric == "euclidean":
-                    d = torch.cdist(xq, ys) ** 2
+                    d = torch.cdist(xq, ys, compute_mode="donot_use_mm_for_euclid_dist")
                 elif self.metric == "manhattan":
                     d = torch.cdist(xq, ys, p=1)
                 else:
                     d = -xq @ ys.T
                 idx[sx][rows] = d.topk(k, dim=1, largest=False, sorted=True).indices + sy.start
         return idx
+
+
+def _items(batch: torch.Tensor | None, points: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(points.shape[0], dtype=torch.int64, device=points.device) if batch is None else batch
 
 
 def _drop_self(idx: torch.Tensor, self_index: torch.Tensor) -> torch.Tensor:
