@@ -1,0 +1,72 @@
+"""Radius search: the neighbours within distance r, at most ``max_neighbors`` of them."""
+
+from __future__ import annotations
+
+import torch
+
+from gdl.ops.base import Operator
+from gdl.ops.batching import batch_pair, require_nonempty_targets
+from gdl.ops.checks import check_batch, check_pair, check_points, check_positive
+from gdl.ops.knn import KNN
+from gdl.ops.registry import register
+
+
+@register("radius")
+class Radius(Operator):
+    r"""The points y_j of the same batch item with |x_i - y_j| <= r, nearest first.
+
+    Returns ``(dists, idx)`` of shape (N, max_neighbors): ``idx[i]`` lists the (at most
+    ``max_neighbors``) nearest rows of y (of x when y is None, x_i itself included) within
+    euclidean distance ``r`` of x_i, ``dists`` their distances |x_i - y_idx|, differentiable in
+    x and y. Missing neighbours are padded with ``idx = -1`` and ``dist = +inf``.
+
+    It is a k-nearest-neighbour search (:class:`gdl.ops.knn.KNN`, k = max_neighbors, or the size
+    of a smaller batch item) followed by a mask beyond r.
+    """
+
+    def __init__(self, r: float, max_neighbors: int = 32, backend: str = "auto"):
+        super().__init__(backend)
+        self.r = float(check_positive("r", r))
+        self.max_neighbors = check_positive("max_neighbors", max_neighbors, integer=True)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, max_neighbors={self.max_neighbors}, " + super().extra_repr()
+
+    def forward(self, x, y=None, batch_x=None, batch_y=None):
+        check_points("x", x)
+        if y is None:
+            if batch_y is not None:
+                raise ValueError("batch_y was given without y: pass y, or only batch_x")
+            y, batch_y = x, batch_x
+        else:
+            check_points("y", y)
+            check_pair(x, y)
+        check_batch("batch_x", batch_x, x.shape[0], x.device)
+        check_batch("batch_y", batch_y, y.shape[0], y.device)
+        pair = batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])
+        require_nonempty_targets(pair)
+
+        dists = x.new_full((x.shape[0], self.max_neighbors), float("inf"))
+        idx = torch.full((x.shape[0], self.max_neighbors), -1, dtype=torch.int64, device=x.device)
+        # Items smaller than max_neighbors are searched with k = their size, in groups of equal k.
+        k_items = pair.counts_y.clamp(max=self.max_neighbors)
+        for k in k_items[pair.counts_x > 0].unique().tolist():
+            items = (k_items == k) & (pair.counts_x > 0)
+            rows_x, rows_y = _rows_of(items, pair.start_x, pair.end_x), _rows_of(items, pair.start_y, pair.end_y)
+            sub_bx = None if batch_x is None else batch_x[rows_x.to(x.device)]
+            sub_by = None if batch_y is None else batch_y[rows_y.to(y.device)]
+            rows_x, rows_y = rows_x.to(x.device), rows_y.to(y.device)
+            knn = KNN(k=int(k), backend=self.backend)
+            d, j = knn(x[rows_x], y[rows_y], sub_bx, sub_by)
+            dists[rows_x, :k] = d
+            idx[rows_x, :k] = rows_y[j]
+        outside = dists > self.r
+        dists = dists.masked_fill(outside, float("inf"))
+        idx = idx.masked_fill(outside, -1)
+        return dists, idx
+
+
+def _rows_of(items: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Row indices of the selected items, in order (CPU int64)."""
+    ranges = [torch.arange(s, e) for s, e in zip(start[items].tolist(), end[items].tolist())]
+    return torch.cat(ranges) if ranges else torch.zeros(0, dtype=torch.int64)
