@@ -1,0 +1,36 @@
+"""Robust optimal-transport matching: each source point's image under the unbalanced OT plan.
+
+With the plan P of the unbalanced entropic OT problem from (a, x) to (b, y) (registry ``robot_map``),
+the match of x_i is the barycentre y_hat_i = sum_j P_ij y_j / sum_j P_ij and its confidence is the
+mass it keeps, c_i = sum_j P_ij / a_i. Weights default to uniform over each batch item.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import gdl.ops
+from gdl.ops.batching import batch_pair
+
+
+def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """1 / (points in the item) for every point: each item carries a unit mass."""
+    if batch is None:
+        return like.new_full((n,), 1.0 / n)
+    counts = torch.bincount(batch).to(like.dtype)
+    return 1.0 / counts[batch]
+
+
+class RobustMatching(torch.nn.Module):
+    """``(y_hat, confidence) = matching(x, y, batch_x, batch_y)`` by robust OT at scale ``blur``."""
+
+    def __init__(self, blur: float, reach: float | None, scaling: float = 0.9, backend: str = "auto"):
+        super().__init__()
+        self.blur, self.reach = float(blur), reach
+        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, backend=backend)
+
+    def forward(self, x, y, batch_x=None, batch_y=None, a=None, b=None):
+        batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])
+        a = uniform_weights(x.shape[0], batch_x, x) if a is None else a
+        b = uniform_weights(y.shape[0], batch_y, y) if b is None else b
+        return self.robot_map(x, y, a, b, batch_x, batch_y)
