@@ -1,0 +1,144 @@
+"""Checks of a composed run configuration that fail before training starts, naming the key at fault.
+
+Hydra already rejects unknown top-level keys (``foo=1``). These checks cover what it cannot see:
+targets that do not import, keys that the target's constructor does not take, values of the wrong
+type for the constructor's annotation, data folders that do not exist, and the run-level settings.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from hydra.utils import get_class, get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from gdl.training.config_errors import ConfigError
+
+_PATH_KEY = re.compile(r"(^|_)(dir|root|folder|path)$")
+_OUTPUT_KEY = re.compile(r"^(cache|output|log|save|out)_")
+_SCALARS = (bool, int, float, str)
+
+
+def _locate(key: str, target: str):
+    try:
+        return get_class(target)
+    except Exception:  # noqa: BLE001 - not a class: a function, or nothing at all
+        try:
+            return get_method(target)
+        except Exception as error:  # noqa: BLE001
+            raise ConfigError(f"{key}._target_: cannot import {target!r} ({error})") from None
+
+
+def _signature(obj) -> tuple[inspect.Signature | None, dict[str, Any]]:
+    function = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None, {}
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no type checks for this target
+        hints = {}
+    return signature, hints
+
+
+def _matches(value, annotation) -> bool:
+    """Whether a scalar value fits a simple annotation; annotations not understood here accept anything."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> None:
+    target = _locate(key, node["_target_"])
+    signature, hints = _signature(target)
+    if signature is None:
+        return
+    parameters = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name in node:
+        if name.startswith("_") and name.endswith("_"):
+            continue
+        if name not in parameters and not takes_any:
+            raise ConfigError(f"{key}.{name}: not a parameter of {node['_target_']} (it takes {', '.join(parameters)})")
+        value = node[name]
+        if name in hints and (value is None or isinstance(value, _SCALARS)) and not _matches(value, hints[name]):
+            expected = getattr(hints[name], "__name__", None) or str(hints[name]).replace("typing.", "")
+            raise ConfigError(f"{key}.{name}: expected {expected}, got {value!r}")
+    missing = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in node
+        and name not in provided
+        and name != "self"
+    ]
+    if missing:
+        raise ConfigError(f"{key}: missing required parameter(s) {', '.join(missing)} of {node['_target_']}")
+
+
+def _check_paths(key: str, node) -> None:
+    """Every input ``*dir``/``*root``/``*folder``/``*path`` string under ``node`` must exist (outputs may not yet)."""
+    if isinstance(node, DictConfig):
+        for name in node:
+            value = node[name]
+            is_input = _PATH_KEY.search(str(name)) and not _OUTPUT_KEY.match(str(name))
+            if isinstance(value, str) and is_input and not Path(value).exists():
+                raise ConfigError(f"{key}.{name}: {value} does not exist")
+            _check_paths(f"{key}.{name}", value)
+    elif isinstance(node, ListConfig):
+        for index, value in enumerate(node):
+            _check_paths(f"{key}[{index}]", value)
+
+
+def _instantiable_nodes(key: str, node):
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield key, node
+        for name in node:
+            if name != "_target_":
+                yield from _instantiable_nodes(f"{key}.{name}", node[name])
+    elif isinstance(node, ListConfig):
+        for index, value in enumerate(node):
+            yield from _instantiable_nodes(f"{key}[{index}]", value)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first key of ``cfg`` that cannot work."""
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    except Exception as error:  # noqa: BLE001 - omegaconf names the key in its message
+        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {error}") from None
+    seed = resolved.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ConfigError(f"seed: expected an integer or null, got {seed!r}")
+    for flag in ("train", "test"):
+        if flag in resolved and not isinstance(resolved[flag], bool):
+            raise ConfigError(f"{flag}: expected true or false, got {resolved[flag]!r}")
+    for group in ("data", "model", "task", "trainer"):
+        if not isinstance(resolved.get(group), DictConfig) or "_target_" not in resolved[group]:
+            raise ConfigError(f"{group}: no configuration with a _target_ (choose one with {group}=NAME)")
+    _check_paths("data", resolved.data)
+    provided = {"task": ("model",), "trainer": ("callbacks", "logger")}
+    for group in ("data", "model", "task", "trainer", "callbacks", "logger"):
+        for key, node in _instantiable_nodes(group, resolved.get(group)):
+            _check_node(key, node, provided.get(key, ()))

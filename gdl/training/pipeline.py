@@ -1,0 +1,150 @@
+"""What ``train.py`` and ``eval.py`` do with a composed configuration.
+
+Order: per-process KeOps cache and W&B mode, config checks (fail before anything is built), seed,
+instantiate datamodule, model, task, callbacks, loggers and trainer, log the resolved config and the
+git commit, fit (resuming from ``ckpt_path``), test the best checkpoint, print where the files are
+and the final metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gdl.training.checkpoints import resolve_ckpt_path
+from gdl.training.config_checks import check_config
+from gdl.training.config_errors import ConfigError
+from gdl.training.keops_cache import isolate_keops_cache, local_rank
+from gdl.training.provenance import git_state
+from gdl.training.wandb_mode import choose_wandb_mode
+
+_PARALLEL_STRATEGIES = ("ddp", "fsdp", "deepspeed")
+
+
+def is_distributed(trainer_cfg: DictConfig) -> bool:
+    """Whether the trainer config starts several processes (DDP-like strategy, several devices or nodes)."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    text = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy).lower()
+    devices = trainer_cfg.get("devices", 1)
+    several_devices = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    return any(name in text for name in _PARALLEL_STRATEGIES) or several_devices or int(trainer_cfg.get("num_nodes", 1)) > 1
+
+
+def _build(key: str, node: DictConfig, **provided):
+    """``hydra.utils.instantiate`` whose errors name the config key."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **provided)
+    except Exception as error:  # noqa: BLE001 - any constructor failure is a configuration error here
+        cause = error.__cause__ or error
+        raise ConfigError(f"{key}: {type(cause).__name__}: {cause}") from error
+
+
+def _build_group(key: str, group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [_build(f"{key}.{name}", node) for name, node in group.items() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def prepare(cfg: DictConfig) -> None:
+    """Process-wide set-up, then the config checks; call before anything imports pykeops."""
+    isolate_keops_cache(distributed=is_distributed(cfg.trainer) or local_rank() > 0)
+    if any("wandb" in str(node.get("_target_", "")).lower() for node in (cfg.get("logger") or {}).values() if isinstance(node, DictConfig)):
+        choose_wandb_mode()
+    check_config(cfg)
+
+
+def build_run(cfg: DictConfig):
+    """Seed, then instantiate ``(datamodule, task, trainer)`` from the config."""
+    import lightning.pytorch as pl
+
+    from gdl.training.nan_guard import StopOnNonFiniteLoss
+    from gdl.training.rng_state import CheckpointRNGState
+
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = _build("data", cfg.data)
+    model = _build("model", cfg.model)
+    task = _build("task", cfg.task, model=model)
+    callbacks = _build_group("callbacks", cfg.get("callbacks")) + [StopOnNonFiniteLoss(), CheckpointRNGState()]
+    loggers = _build_group("logger", cfg.get("logger"))
+    trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, task, trainer
+
+
+def log_run_config(cfg: DictConfig, trainer, source_folder) -> dict:
+    """Write ``config_resolved.yaml`` into the run folder and send config and git commit to every logger."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["git"] = git_state(source_folder)
+    if trainer.is_global_zero:
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+    return config
+
+
+def _metrics(trainer) -> dict[str, float]:
+    return {name: float(value) for name, value in sorted(trainer.callback_metrics.items()) if getattr(value, "numel", lambda: 1)() == 1}
+
+
+def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    lines = [f"Run folder: {Path(cfg.paths.output_dir).resolve()}"]
+    commit = config["git"]["commit"]
+    lines.append(f"  git commit: {commit}{' (with uncommitted changes)' if config['git']['dirty'] else ''}")
+    for callback in trainer.checkpoint_callbacks:
+        if callback.best_model_path:
+            lines.append(f"  best checkpoint: {callback.best_model_path} ({callback.monitor} = {float(callback.best_model_score):.6g})")
+        if callback.last_model_path:
+            lines.append(f"  last checkpoint: {callback.last_model_path}")
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run_dir = Path(logger.experiment.dir).parent
+            offline = logger.experiment.settings.mode == "offline" if hasattr(logger.experiment, "settings") else False
+            lines.append(f"  W&B run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
+        elif logger.log_dir:
+            lines.append(f"  {type(logger).__name__}: {logger.log_dir}")
+    lines.append("Final metrics:")
+    width = max((len(name) for name in metrics), default=0)
+    lines += [f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items()] or ["  (none logged)"]
+    print("\n".join(lines), flush=True)
+
+
+def _best_checkpoint(trainer) -> str | None:
+    for callback in trainer.checkpoint_callbacks:
+        if callback.best_model_path and Path(callback.best_model_path).is_file():
+            return callback.best_model_path
+    return None
+
+
+def run(cfg: DictConfig, source_folder) -> float | None:
+    """Train and/or test as the config says; returns ``cfg.optimized_metric``'s final value (for sweeps)."""
+    prepare(cfg)
+    experiment_dir = Path(cfg.paths.log_dir) / cfg.task_name
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), experiment_dir)
+    datamodule, task, trainer = build_run(cfg)
+    config = log_run_config(cfg, trainer, source_folder)
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        metrics.update(_metrics(trainer))
+    if cfg.get("test", False):
+        checkpoint = _best_checkpoint(trainer) if cfg.get("train", True) else ckpt_path
+        if checkpoint is None and trainer.is_global_zero:
+            print("No checkpoint to test: testing the weights in memory.", flush=True)
+        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False)
+        metrics.update(_metrics(trainer))
+    if trainer.is_global_zero:
+        _report(cfg, trainer, metrics, config)
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric: {name} was not logged (logged: {', '.join(metrics)})")
+    return metrics[name] if math.isfinite(metrics[name]) else float("nan")
