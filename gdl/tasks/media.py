@@ -28,11 +28,13 @@ def log_point_cloud(task, key: str, points: torch.Tensor, values: torch.Tensor |
     """
     from lightning.pytorch.loggers import WandbLogger
 
+    if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
+        raise ValueError(f"points must be a non-empty (N, 3) tensor, got {getattr(points, 'shape', type(points))}")
+    if values is not None and not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a tensor or None, got {type(values).__name__}")
     loggers = [logger for logger in task.loggers if isinstance(logger, WandbLogger)]
     if not loggers or not task.trainer.is_global_zero:
         return
-    if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != 3 or points.shape[0] == 0:
-        raise ValueError(f"points must be a non-empty (N, 3) tensor, got {getattr(points, 'shape', type(points))}")
     array = points.detach().to("cpu", torch.float64).numpy()
     if values is not None:
         array = np.concatenate([array, _rgb(values, len(array))], axis=1)
