@@ -1,0 +1,259 @@
+"""Protein complexes for dMaSIF: files, splits by PDB ID, MaSIF lists, labels, a LightningDataModule.
+
+A complex is two files ``PDBID_CHAINS1.pdb[.gz]`` and ``PDBID_CHAINS2.pdb[.gz]`` of one folder (the
+MaSIF naming: ``1A2K_AB`` and ``1A2K_C`` are the two sides of 1A2K). Each complex becomes a
+``torch_geometric.data.Data`` with the atoms of both sides; batches of them carry ``atoms_1_batch``
+and ``atoms_2_batch`` vectors (PyG ``follow_batch``).
+
+Interface labels (MaSIF's definition on sampled surfaces): a surface point of one side is interface
+when the partner's surface comes within ``threshold`` angstroms of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+import gdl
+import gdl.ops
+from gdl.data.pdb import read_pdb
+
+SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "proteins"
+MASIF_ARCHIVE_URL = "https://zenodo.org/record/2625420/files/masif_site_masif_search_pdbs_and_ply_files.tar.gz"
+MASIF_LIST_FILES = ("training.txt", "testing.txt", "training_ppi.txt", "testing_ppi.txt")
+
+_FILE_NAME = re.compile(r"^(?P<pdb>[0-9A-Za-z]{4})_(?P<chains>[0-9A-Za-z]+)\.pdb(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Complex:
+    """The two sides of one complex: ``pdb_id``, chain strings and files."""
+
+    pdb_id: str
+    chains_1: str
+    chains_2: str
+    file_1: Path
+    file_2: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.pdb_id}_{self.chains_1}_{self.chains_2}"
+
+
+def protein_files(folder) -> dict[str, Path]:
+    """``{"PDBID_CHAINS": path}`` of the ``.pdb``/``.pdb.gz`` files of ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"protein data folder not found: {folder}")
+    files = {}
+    for path in sorted(folder.iterdir()):
+        match = _FILE_NAME.match(path.name)
+        if match:
+            files.setdefault(f"{match['pdb'].upper()}_{match['chains']}", path)
+    return files
+
+
+def find_complexes(folder) -> list[Complex]:
+    """Complexes of ``folder``: PDB IDs with exactly two files (sorted by ID, then chains)."""
+    by_id: dict[str, list[tuple[str, Path]]] = {}
+    for key, path in protein_files(folder).items():
+        pdb_id, chains = key.split("_", 1)
+        by_id.setdefault(pdb_id, []).append((chains, path))
+    complexes = []
+    for pdb_id, sides in sorted(by_id.items()):
+        if len(sides) == 2:
+            (c1, f1), (c2, f2) = sorted(sides)
+            complexes.append(Complex(pdb_id, c1, c2, f1, f2))
+    if not complexes:
+        raise ValueError(f"no complex (two files PDBID_CHAINS.pdb[.gz] sharing a PDB ID) in {folder}")
+    return complexes
+
+
+def read_masif_list(path) -> list[str]:
+    """Entries of a MaSIF list file: ``PDBID_CHAINS`` (training.txt, testing.txt) or
+    ``PDBID_CHAINS1_CHAINS2`` (training_ppi.txt, testing_ppi.txt), one a line."""
+    path = Path(path)
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if not re.fullmatch(r"[0-9A-Za-z]{4}(_[0-9A-Za-z]+){1,2}", line):
+            raise ValueError(f"{path}, line {number}: expected PDBID_CHAINS or PDBID_CHAINS1_CHAINS2, got {line!r}")
+        entries.append(line)
+    return entries
+
+
+def complexes_from_list(folder, list_file) -> list[Complex]:
+    """The complexes of a MaSIF ``*_ppi.txt`` list whose two files are in ``folder``; entries with a
+    single side (``PDBID_CHAINS`` lists) are paired with the other file of the same PDB ID."""
+    files = protein_files(folder)
+    complexes = []
+    for entry in read_masif_list(list_file):
+        parts = entry.split("_")
+        pdb_id = parts[0].upper()
+        if len(parts) == 3:
+            sides = [f"{pdb_id}_{parts[1]}", f"{pdb_id}_{parts[2]}"]
+        else:
+            others = [k for k in files if k.startswith(pdb_id + "_") and k != f"{pdb_id}_{parts[1]}"]
+            sides = [f"{pdb_id}_{parts[1]}"] + others[:1]
+        if len(sides) == 2 and all(s in files for s in sides):
+            complexes.append(Complex(pdb_id, sides[0].split("_")[1], sides[1].split("_")[1], files[sides[0]], files[sides[1]]))
+    if not complexes:
+        raise ValueError(f"none of the complexes listed in {list_file} has both files in {folder}")
+    return complexes
+
+
+def split_by_pdb_id(complexes: list[Complex], val_fraction: float = 0.1, test_fraction: float = 0.2):
+    """(train, val, test) lists; a PDB ID goes to one split only, chosen by a hash of the ID
+    (stable across machines and folder contents). Small sets keep at least one complex in each of
+    val and test when they have three or more complexes."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with sum < 1, got {val_fraction}, {test_fraction}")
+    ids = sorted({c.pdb_id for c in complexes}, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+    n_test = round(test_fraction * len(ids))
+    n_val = round(val_fraction * len(ids))
+    if len(ids) >= 3:
+        n_test, n_val = max(n_test, 1 if test_fraction > 0 else 0), max(n_val, 1 if val_fraction > 0 else 0)
+    test_ids, val_ids = set(ids[:n_test]), set(ids[n_test : n_test + n_val])
+    train = [c for c in complexes if c.pdb_id not in test_ids | val_ids]
+    return train, [c for c in complexes if c.pdb_id in val_ids], [c for c in complexes if c.pdb_id in test_ids]
+
+
+class ProteinComplexes(torch.utils.data.Dataset):
+    """Complexes as PyG ``Data``: ``atoms_1`` (M1, 3), ``types_1`` (M1, 6), ``atoms_2``, ``types_2``,
+    centred on side 1's centroid, with ``name`` (``PDBID_CHAINS1_CHAINS2``). Files are parsed once."""
+
+    def __init__(self, complexes: list[Complex], unknown_elements: str = "warn"):
+        self.complexes = list(complexes)
+        self.unknown_elements = unknown_elements
+        self._cache: dict[int, Data] = {}
+
+    def __len__(self) -> int:
+        return len(self.complexes)
+
+    def __getitem__(self, index: int) -> Data:
+        if index not in self._cache:
+            c = self.complexes[index]
+            side_1 = read_pdb(c.file_1, unknown=self.unknown_elements)
+            side_2 = read_pdb(c.file_2, unknown=self.unknown_elements)
+            centre = side_1.coords.mean(0)
+            self._cache[index] = Data(
+                atoms_1=side_1.coords - centre,
+                types_1=side_1.types,
+                atoms_2=side_2.coords - centre,
+                types_2=side_2.types,
+                name=c.name,
+                num_nodes=side_1.coords.shape[0],
+            )
+        return self._cache[index].clone()
+
+
+def interface_labels(points_1, batch_1, points_2, batch_2, threshold: float = 1.0):
+    """(labels_1, labels_2) bool: a point of side 1 (resp. 2) is interface when a point of the
+    partner surface of the same complex lies within ``threshold`` angstroms of it."""
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold!r}")
+    nearest = gdl.ops.get("knn", k=1)
+    d_12, _ = nearest(points_1, points_2, batch_1, batch_2)
+    d_21, _ = nearest(points_2, points_1, batch_2, batch_1)
+    return d_12[:, 0] < threshold, d_21[:, 0] < threshold
+
+
+def download_masif(destination, url: str = MASIF_ARCHIVE_URL) -> Path:
+    """Download and extract the public MaSIF archive (PDB files and list files) into ``destination``.
+
+    ``url`` may be a local ``file://`` URL. Returns ``destination``. Extraction refuses members
+    that would land outside ``destination``.
+    """
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "masif.tar.gz"
+        with urllib.request.urlopen(url) as response, open(archive, "wb") as out:
+            shutil.copyfileobj(response, out)
+        with tarfile.open(archive) as tar:
+            root = destination.resolve()
+            for member in tar.getmembers():
+                target = (destination / member.name).resolve()
+                if root not in target.parents and target != root:
+                    raise ValueError(f"{url}: archive member {member.name!r} escapes {destination}")
+            tar.extractall(destination, filter="data")
+    return destination
+
+
+class ProteinComplexDataModule(L.LightningDataModule):
+    """Train/val/test complexes of ``data_dir`` (the shipped sample by default), split by PDB ID.
+
+    With ``train_list``/``test_list`` (MaSIF ``*_ppi.txt`` files, paths relative to ``data_dir`` or
+    absolute) those lists define the splits, and ``val_fraction`` of the training IDs validate.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 2,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.25,
+        train_list: str | None = None,
+        test_list: str | None = None,
+        num_workers: int = 0,
+        unknown_elements: str = "warn",
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir) if data_dir else SAMPLE_DIR
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"data_dir not found: {self.data_dir}")
+        self.batch_size = int(batch_size)
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.train_list, self.test_list = train_list, test_list
+        self.num_workers = int(num_workers)
+        self.unknown_elements = unknown_elements
+        self.splits: dict[str, list[Complex]] = {}
+
+    def _list_path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else self.data_dir / path
+
+    def setup(self, stage: str | None = None):
+        if self.splits:
+            return
+        if self.train_list or self.test_list:
+            if not (self.train_list and self.test_list):
+                raise ValueError("give both train_list and test_list, or neither")
+            train_all = complexes_from_list(self.data_dir, self._list_path(self.train_list))
+            test = complexes_from_list(self.data_dir, self._list_path(self.test_list))
+            train, val, _ = split_by_pdb_id(train_all, self.val_fraction, 0.0)
+        else:
+            train, val, test = split_by_pdb_id(find_complexes(self.data_dir), self.val_fraction, self.test_fraction)
+        self.splits = {"train": train, "val": val, "test": test}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = ProteinComplexes(self.splits[split], self.unknown_elements)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            follow_batch=["atoms_1", "atoms_2"],
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
