@@ -53,8 +53,9 @@ def _element(line: str, atom_name: str) -> str:
     letters = "".join(c for c in atom_name.strip() if c.isalpha()).upper()
     if not letters:
         return ""
-    # Columns 13-14 hold the element right-justified: a name starting in column 13 is a 2-letter element.
-    if atom_name[:1].isalpha() and letters[:2] in _TWO_LETTER and len(atom_name.strip()) == 4:
+    # Columns 13-14 hold the element right-justified: a short name starting in column 13 is a
+    # two-letter element ("SE  "); four-character names ("HG12") start there too, for hydrogens.
+    if atom_name[:1].isalpha() and letters[:2] in _TWO_LETTER and len(atom_name.strip()) < 4:
         return letters[:2]
     return letters[:1]
 
