@@ -32,14 +32,15 @@ class RobotMap(Operator):
     KeOps solvers the plan stays symbolic (log-sum-exp reductions, block-diagonal over the batch);
     with the tensorized solver it is built densely, in row chunks.
 
-    Defaults: ``blur=0.01`` (a sharp matching for clouds of unit size), ``scaling=None`` meaning
-    0.5 when balanced and 0.9 with ``reach``: coarse epsilon-scaling leaves unbalanced matchings
-    far from converged (median barycentric error 0.13 at 0.5 vs 0.002 at 0.9 on a translated
-    cube, blur 0.01, reach 1). Pick ``reach`` above the displacements to recover: mass that must
+    Defaults: ``blur=0.01`` (a sharp matching for clouds of unit size) and ``scaling=0.9``: GeomLoss
+    runs one Sinkhorn iteration per epsilon-scaling step, and a plan needs more convergence than a
+    loss value. Unbalanced: median barycentric error 0.13 at scaling 0.5 vs 0.002 at 0.9 on a
+    translated cube (blur 0.01, reach 1); balanced: 1D hard matchings that are 98-99 % sorted at 0.5
+    and fully sorted at 0.9. Pick ``reach`` above the displacements to recover: mass that must
     travel farther than ``reach`` is mostly dropped, which shows as low confidence.
     """
 
-    def __init__(self, blur=0.01, reach=None, scaling=None, mode="soft", p=2, solver="auto", backend="auto"):
+    def __init__(self, blur=0.01, reach=None, scaling=0.9, mode="soft", p=2, solver="auto", backend="auto"):
         super().__init__(backend)
         self.params = ot_params(p, blur, reach, scaling, False, solver)
         self.mode = check_choice("mode", mode, MODES)
