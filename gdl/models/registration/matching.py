@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
-from gdl.ops.batching import batch_pair
+from gdl.ops.batching import batch_pair, item_bounds, num_items
 
 
 def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -34,3 +34,18 @@ class RobustMatching(torch.nn.Module):
         a = uniform_weights(x.shape[0], batch_x, x) if a is None else a
         b = uniform_weights(y.shape[0], batch_y, y) if b is None else b
         return self.robot_map(x, y, a, b, batch_x, batch_y)
+
+
+def random_subset(batch: torch.Tensor | None, n: int, num_points: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of at most ``num_points`` random points of each batch item (all of them when None),
+    sorted, reproducible from ``seed``."""
+    if num_points is None:
+        return torch.arange(n) if batch is None else torch.arange(n, device=batch.device)
+    generator = torch.Generator().manual_seed(seed)
+    starts, ends = item_bounds(batch, n, num_items(batch))
+    parts = [
+        start + torch.randperm(end - start, generator=generator)[:num_points].sort().values
+        for start, end in zip(starts.tolist(), ends.tolist())
+    ]
+    index = torch.cat(parts)
+    return index if batch is None else index.to(batch.device)

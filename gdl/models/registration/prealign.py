@@ -1,11 +1,14 @@
 """Pre-alignment: robust-OT matching then a confidence-weighted rigid or affine fit, iterated
 coarse to fine.
 
-At each blur scale s (largest first) and iteration: match the current warped source T(x) to the
-target by robust OT (reach proportional to s), then refit T = argmin_T sum_i c_i |T(x_i) - y_hat_i|^2
-on the original source (registry ``weighted_procrustes``). Coarse scales see the whole scene and
-survive large motions; fine scales make the fit accurate. Rotation search: the first scale starts
-from several rotations about ``search_axis`` and keeps the one whose matches fit best.
+Starting from the translation that aligns the centroids, at each blur scale s (largest first) and
+iteration: match the warped source T(x) to the target by robust OT (reach = ``reach_factor`` * s),
+then refit T = argmin_T sum_i c_i |T(x_i) - y_hat_i|^2 on the original source (registry
+``weighted_procrustes``). Coarse scales see the whole scene and survive large motions; fine scales
+make the fit accurate. With ``rotation_search`` = R > 1 the first scale starts from R rotations
+about ``search_axis`` and keeps, per batch item, the one with the lowest unbalanced matching cost
+mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
+random points of each cloud.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import math
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import RobustMatching
+from gdl.models.registration.matching import RobustMatching, random_subset
+from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_positive
 
 
 def apply_transform(x: torch.Tensor, linear: torch.Tensor, translation: torch.Tensor, batch=None) -> torch.Tensor:
-    """x_i -> A_b x_i + t_b with per-item (B, D, D) matrices and (B, D) translations."""
+    """x_i -> A_b x_i + t_b with (D, D) and (D,), or per-item (B, D, D) and (B, D)."""
     if linear.dim() == 2:
         linear, translation = linear[None], translation[None]
     index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch is None else batch
@@ -36,17 +40,26 @@ def rotation_about(axis: int, angle: float, dtype=torch.float32) -> torch.Tensor
     return rotation
 
 
+def item_means(values: torch.Tensor, batch: torch.Tensor | None, items: int) -> torch.Tensor:
+    """Per-item means of (N, ...) values."""
+    index = torch.zeros(values.shape[0], dtype=torch.long, device=values.device) if batch is None else batch
+    total = values.new_zeros((items,) + values.shape[1:]).index_add_(0, index, values)
+    count = values.new_zeros(items).index_add_(0, index, torch.ones_like(values[:, 0] if values.dim() > 1 else values))
+    return total / count.clamp_min(1).view((items,) + (1,) * (values.dim() - 1))
+
+
 class Prealign(torch.nn.Module):
-    """``displacement = prealign(source, target, batch_source, batch_target)``: T(x) - x, T rigid or affine."""
+    """``displacement = prealign(source, target, batch_source, batch_target)`` = T(x) - x."""
 
     def __init__(
         self,
         mode: str = "rigid",
         blurs=(1.0, 0.3, 0.1),
-        reach_factor: float = 3.0,
-        iterations: int = 3,
+        reach_factor: float | None = 3.0,
+        iterations: int = 2,
         rotation_search: int = 1,
         search_axis: int = 1,
+        num_points: int | None = 2048,
         scaling: float = 0.9,
         backend: str = "auto",
     ):
@@ -55,62 +68,52 @@ class Prealign(torch.nn.Module):
         self.iterations = check_positive("iterations", iterations, integer=True)
         self.rotation_search = check_positive("rotation_search", rotation_search, integer=True)
         self.search_axis = check_choice("search_axis", search_axis, (0, 1, 2))
+        self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
         )
         self.fit = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
 
-    def transform(self, source, target, batch_source=None, batch_target=None):
-        """The fitted per-item (linear (B, 3, 3), translation (B, 3))."""
-        centre_shift = self._centroid_shift(source, target, batch_source, batch_target)
-        best = None
-        for k in range(self.rotation_search):
-            rotation = rotation_about(self.search_axis, 2 * math.pi * k / self.rotation_search, source.dtype)
-            linear = rotation.to(source.device).expand(centre_shift.shape[0], 3, 3)
-            translation = centre_shift - torch.einsum("bij,bj->bi", linear, self._centroids(source, batch_source, centre_shift.shape[0])) + self._centroids(source, batch_source, centre_shift.shape[0])
-            linear, translation, residual = self._refine(source, target, batch_source, batch_target, linear, translation, self.matchings[:1])
-            if best is None:
-                best = [linear, translation, residual]
-            else:
-                better = residual < best[2]
-                best[0] = torch.where(better[:, None, None], linear, best[0])
-                best[1] = torch.where(better[:, None], translation, best[1])
-                best[2] = torch.where(better, residual, best[2])
-        linear, translation, _ = self._refine(source, target, batch_source, batch_target, best[0], best[1], self.matchings[1:])
-        return linear, translation
-
     def forward(self, source, target, batch_source=None, batch_target=None):
         linear, translation = self.transform(source, target, batch_source, batch_target)
         return apply_transform(source, linear, translation, batch_source) - source
 
-    def _refine(self, source, target, batch_source, batch_target, linear, translation, matchings):
-        residual = None
+    def transform(self, source, target, batch_source=None, batch_target=None):
+        """The fitted per-item (linear (B, 3, 3), translation (B, 3))."""
+        items = num_items(batch_source, batch_target)
+        i = random_subset(batch_source, source.shape[0], self.num_points)
+        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        x, bx = source[i], None if batch_source is None else batch_source[i]
+        y, by = target[j], None if batch_target is None else batch_target[j]
+        centre_x, centre_y = item_means(x, bx, items), item_means(y, by, items)
+        best = None
+        for k in range(self.rotation_search):
+            rotation = rotation_about(self.search_axis, 2 * math.pi * k / self.rotation_search, x.dtype)
+            linear = rotation.to(x.device).expand(items, 3, 3)
+            translation = centre_y - torch.einsum("bij,bj->bi", linear, centre_x)
+            linear, translation, cost = self._refine(x, y, bx, by, linear, translation, self.matchings[:1])
+            if best is None:
+                best = [linear, translation, cost]
+                continue
+            better = cost < best[2]
+            best = [
+                torch.where(better[:, None, None], linear, best[0]),
+                torch.where(better[:, None], translation, best[1]),
+                torch.where(better, cost, best[2]),
+            ]
+        linear, translation, _ = self._refine(x, y, bx, by, best[0], best[1], self.matchings[1:])
+        return linear, translation
+
+    def _refine(self, x, y, bx, by, linear, translation, matchings):
+        cost = None
         for matching in matchings:
             for _ in range(self.iterations):
-                warped = apply_transform(source, linear, translation, batch_source)
-                matched, confidence = matching(warped, target, batch_source, batch_target)
-                linear, translation = self.fit(source, matched, confidence, batch_source)
+                matched, confidence = matching(apply_transform(x, linear, translation, bx), y, bx, by)
+                linear, translation = self.fit(x, matched, confidence, bx)
                 if linear.dim() == 2:
                     linear, translation = linear[None], translation[None]
-                fitted = apply_transform(source, linear, translation, batch_source)
-                residual = self._item_mean(confidence * ((fitted - matched) ** 2).sum(1), batch_source, linear.shape[0])
-                residual = residual / self._item_mean(confidence, batch_source, linear.shape[0]).clamp_min(1e-12) - self._item_mean(confidence, batch_source, linear.shape[0])
-        return linear, translation, residual
-
-    @staticmethod
-    def _item_mean(values, batch, num_items):
-        index = torch.zeros(values.shape[0], dtype=torch.long, device=values.device) if batch is None else batch
-        total = values.new_zeros(num_items).index_add_(0, index, values)
-        count = values.new_zeros(num_items).index_add_(0, index, torch.ones_like(values))
-        return total / count.clamp_min(1)
-
-    def _centroids(self, x, batch, num_items):
-        index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch is None else batch
-        total = x.new_zeros(num_items, x.shape[1]).index_add_(0, index, x)
-        count = x.new_zeros(num_items).index_add_(0, index, torch.ones_like(x[:, 0]))
-        return total / count.clamp_min(1)[:, None]
-
-    def _centroid_shift(self, source, target, batch_source, batch_target):
-        num_items = max(int(batch_source.max()) + 1 if batch_source is not None else 1, int(batch_target.max()) + 1 if batch_target is not None else 1)
-        return self._centroids(target, batch_target, num_items) - self._centroids(source, batch_source, num_items)
+                residual = ((apply_transform(x, linear, translation, bx) - matched) ** 2).sum(1)
+                reach = matching.reach if matching.reach is not None else 0.0
+                cost = item_means(confidence * residual + reach**2 * (1 - confidence).clamp_min(0), bx, linear.shape[0])
+        return linear, translation, cost

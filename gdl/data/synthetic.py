@@ -1,0 +1,148 @@
+"""Synthetic registration pairs: smooth random deformations of real clouds, with the known flow.
+
+For a cloud P, the deformation is
+
+    phi(x) = A (x + u(x) - c) + c + t,     u(x) = sum_s sum_k exp(-|x - q_k|^2 / (2 s^2)) m_{s,k}
+
+with control points q_k drawn from P, Gaussian momenta m_{s,k} rescaled so that the largest
+displacement at scale s is ``amplitudes[s]`` (registry ``kernel_conv``), c the centroid, A a
+random rotation (angle <= ``rotation_deg``) times I + ``affine`` * N(0, 1) and t uniform in
+[-translation, translation]^3. The source is a random subset of P, the target phi of another,
+independent subset plus Gaussian noise, both optionally cropped by a random half-space (a
+fraction ``crop`` of the points removed), and the target gets a fraction ``outliers`` of
+uniform points in the bounding box. Ground truth: flow = phi(source) - source.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import Data
+
+import gdl.ops
+from gdl.ops.checks import check_points
+
+
+@dataclass
+class SyntheticPair:
+    source: torch.Tensor  # (N, 3)
+    target: torch.Tensor  # (M, 3)
+    flow: torch.Tensor  # (N, 3): source + flow is the deformed source
+
+
+def pair_data(source, target, flow=None) -> Data:
+    """A PyG ``Data`` for a pair; collate with ``follow_batch=["source", "target"]``."""
+    data = Data(source=source, target=target, num_nodes=source.shape[0])
+    if flow is not None:
+        data.flow = flow
+    return data
+
+
+def random_rotation(angle_max: float, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """A rotation about a uniform random axis by an angle uniform in [-angle_max, angle_max] (radians)."""
+    axis = torch.randn(3, generator=generator, dtype=torch.float64)
+    axis = axis / axis.norm()
+    angle = (2 * torch.rand((), generator=generator, dtype=torch.float64) - 1) * angle_max
+    cross = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
+    rotation = torch.eye(3, dtype=torch.float64) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
+    return rotation.to(dtype)
+
+
+class SyntheticDeformation:
+    """``pair = deformation(points, generator)``: a :class:`SyntheticPair` built from a real cloud."""
+
+    def __init__(
+        self,
+        scales=(1.0,),
+        amplitudes=(0.1,),
+        num_controls: int = 64,
+        rotation_deg: float = 0.0,
+        translation: float = 0.0,
+        affine: float = 0.0,
+        noise: float = 0.0,
+        num_points: int | None = None,
+        crop: float = 0.0,
+        outliers: float = 0.0,
+        backend: str = "torch",
+    ):
+        if len(scales) != len(amplitudes):
+            raise ValueError(f"scales and amplitudes must have the same length, got {len(scales)} and {len(amplitudes)}")
+        if not 0 <= crop < 1 or not 0 <= outliers < 1:
+            raise ValueError(f"crop and outliers must be fractions in [0, 1), got {crop} and {outliers}")
+        self.kernels = [gdl.ops.get("kernel_conv", kernel="gaussian", sigma=float(s), backend=backend) for s in scales]
+        self.amplitudes = [float(a) for a in amplitudes]
+        self.num_controls, self.num_points = num_controls, num_points
+        self.rotation = math.radians(rotation_deg)
+        self.translation, self.affine, self.noise = translation, affine, noise
+        self.crop, self.outliers = crop, outliers
+
+    def displacement_field(self, points: torch.Tensor, generator: torch.Generator):
+        """A random smooth field u, returned as a function of (N, 3) points."""
+        controls = points[torch.randperm(points.shape[0], generator=generator)[: self.num_controls]]
+        momenta = [torch.randn(controls.shape, generator=generator).to(points) for _ in self.kernels]
+        terms = []
+        for kernel, momentum, amplitude in zip(self.kernels, momenta, self.amplitudes):
+            peak = kernel(points, controls, momentum).norm(dim=1).max().clamp_min(1e-12)
+            terms.append((kernel, momentum * (amplitude / peak)))
+        return lambda x: sum(kernel(x, controls, momentum) for kernel, momentum in terms)
+
+    def __call__(self, points: torch.Tensor, generator: torch.Generator) -> SyntheticPair:
+        check_points("points", points, dim=3)
+        n = points.shape[0]
+        field = self.displacement_field(points, generator)
+        linear = random_rotation(self.rotation, generator, points.dtype)
+        if self.affine:
+            linear = linear @ (torch.eye(3) + self.affine * torch.randn(3, 3, generator=generator)).to(points)
+        shift = ((2 * torch.rand(3, generator=generator) - 1) * self.translation).to(points)
+        centre = points.mean(0)
+
+        def phi(x):
+            return (x + field(x) - centre) @ linear.T + centre + shift
+
+        size = n if self.num_points is None else self.num_points
+        source = points[self._subset(n, size, generator)]
+        target_points = points[self._subset(n, size, generator)]
+        source, target_points = self._crop(source, generator), self._crop(target_points, generator)
+        target = phi(target_points) + self.noise * torch.randn(target_points.shape, generator=generator).to(points)
+        if self.outliers:
+            low, high = target.min(0).values, target.max(0).values
+            count = int(self.outliers * target.shape[0])
+            target = torch.cat([target, low + (high - low) * torch.rand(count, 3, generator=generator).to(points)])
+        return SyntheticPair(source, target, phi(source) - source)
+
+    @staticmethod
+    def _subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        if size <= n:
+            return torch.randperm(n, generator=generator)[:size]
+        return torch.randint(n, (size,), generator=generator)
+
+    def _crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not self.crop:
+            return x
+        direction = torch.randn(3, generator=generator).to(x)
+        height = (x - x.mean(0)) @ direction
+        return x[height <= torch.quantile(height, 1 - self.crop)]
+
+
+class SyntheticPairs(torch.utils.data.Dataset):
+    """``length`` synthetic pairs from a list of clouds; item i is reproducible from ``seed + i``."""
+
+    def __init__(self, clouds: list[torch.Tensor], deformation: SyntheticDeformation, length: int, seed: int | None = None):
+        if not clouds:
+            raise ValueError("clouds is empty: give at least one point cloud to deform")
+        self.clouds, self.deformation, self.length, self.seed = clouds, deformation, int(length), seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Data:
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed + index)
+        cloud = self.clouds[index % len(self.clouds)]
+        pair = self.deformation(cloud, generator)
+        return pair_data(pair.source, pair.target, pair.flow)
