@@ -37,7 +37,8 @@ def safe_sqrt(t: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, t, torch.ones_like(t)).sqrt(), torch.zeros_like(t))
 
 
-def _sqrt(t):
+def any_sqrt(t):
+    """sqrt of a dense tensor (zero gradient at 0) or of a LazyTensor."""
     # KeOps' Sqrt has a finite derivative at 0 (its Rsqrt returns 0 there); torch's does not.
     return safe_sqrt(t) if isinstance(t, torch.Tensor) else t.sqrt()
 
@@ -45,17 +46,17 @@ def _sqrt(t):
 def radial_kernel(kernel: str, sqdist, sigmas: tuple[float, ...]):
     """phi(sqdist) for a dense tensor or a LazyTensor of squared distances."""
     if kernel == "energy":
-        return -_sqrt(sqdist)
+        return -any_sqrt(sqdist)
     total = None
     for sigma in sigmas:
         if kernel == "gaussian":
             term = (-sqdist / (2 * sigma**2)).exp()
         elif kernel == "laplacian":
-            term = (-_sqrt(sqdist) / sigma).exp()
+            term = (-any_sqrt(sqdist) / sigma).exp()
         elif kernel == "cauchy":
             term = 1 / (1 + sqdist / sigma**2)
         elif kernel == "inverse_multiquadric":
-            term = 1 / _sqrt(1 + sqdist / sigma**2)
+            term = 1 / any_sqrt(1 + sqdist / sigma**2)
         else:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         total = term if total is None else total + term
