@@ -1,0 +1,106 @@
+"""Complexes, splits, MaSIF lists, the archive download, interface labels and the data module."""
+
+import io
+import shutil
+import tarfile
+
+import pytest
+import torch
+
+from gdl.data.proteins import (
+    SAMPLE_DIR,
+    ProteinComplexDataModule,
+    complexes_from_list,
+    download_masif,
+    find_complexes,
+    interface_labels,
+    read_masif_list,
+    split_by_pdb_id,
+)
+
+
+def test_sample_complexes_pair_files_by_pdb_id():
+    complexes = find_complexes(SAMPLE_DIR)
+    files = sorted(p.name for p in SAMPLE_DIR.glob("*.pdb.gz"))
+    assert len(complexes) == len(files) // 2
+    for c in complexes:
+        assert c.file_1.name.startswith(c.pdb_id + "_") and c.file_2.name.startswith(c.pdb_id + "_")
+        assert c.file_1 != c.file_2
+
+
+def test_splits_never_share_a_pdb_id(shared_data):
+    complexes = find_complexes(shared_data / "masif_search_pairs")
+    train, val, test = split_by_pdb_id(complexes, 0.1, 0.2)
+    ids = [{c.pdb_id for c in split} for split in (train, val, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert sum(map(len, (train, val, test))) == len(complexes)
+    assert len(test) == round(0.2 * len(complexes)) and len(val) == round(0.1 * len(complexes))
+    # Stable: a subset of the folder keeps the same IDs in test.
+    _, _, test_again = split_by_pdb_id(complexes[::-1], 0.1, 0.2)
+    assert {c.pdb_id for c in test_again} == ids[2]
+    with pytest.raises(ValueError, match="val_fraction and test_fraction"):
+        split_by_pdb_id(complexes, 0.6, 0.5)
+
+
+def test_masif_lists(tmp_path):
+    for path in SAMPLE_DIR.glob("*.pdb.gz"):
+        shutil.copy(path, tmp_path)
+    (tmp_path / "testing_ppi.txt").write_text("1I07_A_B\n2HDP_A_B\n9XYZ_A_B\n\n")
+    (tmp_path / "training.txt").write_text("3TND_B\n")
+    assert read_masif_list(tmp_path / "testing_ppi.txt") == ["1I07_A_B", "2HDP_A_B", "9XYZ_A_B"]
+    listed = complexes_from_list(tmp_path, tmp_path / "testing_ppi.txt")
+    assert [c.name for c in listed] == ["1I07_A_B", "2HDP_A_B"]  # 9XYZ has no files here
+    assert [c.name for c in complexes_from_list(tmp_path, tmp_path / "training.txt")] == ["3TND_B_D"]
+    (tmp_path / "bad.txt").write_text("1I07_A_B\nnot an entry\n")
+    with pytest.raises(ValueError, match="bad.txt, line 2"):
+        read_masif_list(tmp_path / "bad.txt")
+
+
+def test_download_extracts_a_local_archive(tmp_path):
+    archive = tmp_path / "masif.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(SAMPLE_DIR / "1I07_A.pdb.gz", arcname="data/01-benchmark_pdbs/1I07_A.pdb.gz")
+        text = b"1I07_A_B\n"
+        info = tarfile.TarInfo("data/lists/testing_ppi.txt")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    out = download_masif(tmp_path / "out", url=archive.as_uri())
+    assert (out / "data/01-benchmark_pdbs/1I07_A.pdb.gz").read_bytes() == (SAMPLE_DIR / "1I07_A.pdb.gz").read_bytes()
+    assert read_masif_list(out / "data/lists/testing_ppi.txt") == ["1I07_A_B"]
+
+
+def test_interface_labels_match_dense_distances_and_are_symmetric(generator):
+    p1 = torch.randn(300, 3, generator=generator) * 4
+    p2 = torch.randn(200, 3, generator=generator) * 4 + torch.tensor([6.0, 0, 0])
+    b1 = (torch.arange(300) >= 170).long()
+    b2 = (torch.arange(200) >= 90).long()
+    l1, l2 = interface_labels(p1, b1, p2, b2, threshold=1.5)
+    d = torch.cdist(p1.double(), p2.double())
+    d[b1[:, None] != b2[None, :]] = float("inf")
+    close = d < 1.5
+    assert torch.equal(l1, close.any(1)) and torch.equal(l2, close.any(0))
+    assert 0 < int(l1.sum()) < 300
+    # Swapping the sides swaps the labels; a rigid motion of the complex changes nothing.
+    s2, s1 = interface_labels(p2, b2, p1, b1, threshold=1.5)
+    assert torch.equal(s1, l1) and torch.equal(s2, l2)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q.float()
+    r1, r2 = interface_labels(p1 @ q.T + 5, b1, p2 @ q.T + 5, b2, threshold=1.5)
+    margin = (d.min(1).values - 1.5).abs() > 1e-4  # away from float ties at the threshold
+    assert torch.equal(r1[margin], l1[margin])
+    with pytest.raises(ValueError, match="threshold must be positive"):
+        interface_labels(p1, b1, p2, b2, threshold=0)
+
+
+def test_data_module_batches_both_sides():
+    module = ProteinComplexDataModule(batch_size=2)
+    module.setup()
+    assert {len(module.splits[s]) for s in ("val", "test")} >= {1}
+    batch = next(iter(module.train_dataloader()))
+    assert batch.num_graphs == 2
+    for side in ("1", "2"):
+        atoms, types, owner = batch[f"atoms_{side}"], batch[f"types_{side}"], batch[f"atoms_{side}_batch"]
+        assert atoms.shape[1] == 3 and types.shape == (atoms.shape[0], 6)
+        assert torch.equal(owner.unique(), torch.tensor([0, 1]))
+    with pytest.raises(FileNotFoundError, match="data_dir not found"):
+        ProteinComplexDataModule(data_dir="/nonexistent/folder")
