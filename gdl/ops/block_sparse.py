@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gdl.ops.base import row_chunks
+from gdl.ops.base import TORCH_BLOCK_ELEMENTS
 
 MAX_DIM = 3
 MAX_RING = 3
@@ -185,28 +185,47 @@ def ranged_topk(x, y, voxel_rows, hoods, voxels, k, p, backend):
 
 
 def _ranged_topk_dense(x, y, voxel_rows, hoods, voxels, k, p):
-    """The torch version: each row against the padded list of its voxel's candidates, in chunks."""
+    """The torch version: rows against their voxel's candidates, padded, voxels of similar counts together."""
     device = x.device
     idx = torch.zeros(x.shape[0], k, dtype=torch.int64, device=device)
     lengths = hoods.end - hoods.start
     total = int(lengths.sum())
-    flat_voxel = torch.repeat_interleave(hoods.voxel, lengths)
     range_offset = torch.cumsum(lengths, 0) - lengths
     flat_y = torch.repeat_interleave(hoods.start - range_offset, lengths) + torch.arange(total, device=device)
-    voxel_count = hoods.counts(voxel_rows.shape[0])
-    voxel_offset = torch.cumsum(voxel_count, 0) - voxel_count
-    width = int(voxel_count[voxels].max())
-    candidates = torch.full((voxel_rows.shape[0], width), -1, dtype=torch.int64, device=device)
-    candidates[flat_voxel, torch.arange(total, device=device) - voxel_offset[flat_voxel]] = flat_y
-    rows = torch.cat([torch.arange(int(a), int(b), device=device) for a, b in voxel_rows[voxels].tolist()])
-    row_voxel = torch.repeat_interleave(voxels, voxel_rows[voxels, 1] - voxel_rows[voxels, 0])
-    for chunk in row_chunks(rows.shape[0], width):
-        r, cand = rows[chunk], candidates[row_voxel[chunk]]
-        diff = x[r, None, :] - y[cand.clamp_min(0)]
+    count = hoods.counts(voxel_rows.shape[0])
+    voxel_offset = torch.cumsum(count, 0) - count
+    voxels = voxels[torch.sort(count[voxels], stable=True).indices]
+    sizes = voxel_rows[voxels, 1] - voxel_rows[voxels, 0]
+    for first, last in _chunks_by_width(sizes.tolist(), count[voxels].tolist()):
+        width = int(count[voxels[last - 1]])
+        chunk = voxels[first:last]
+        slot = torch.arange(width, device=device)
+        cand = flat_y[(voxel_offset[chunk, None] + slot).clamp_max(total - 1)]
+        cand = cand.masked_fill(slot >= count[chunk, None], -1)
+        chunk_sizes = sizes[first:last]
+        num_rows = int(chunk_sizes.sum())
+        row_offset = torch.cumsum(chunk_sizes, 0) - chunk_sizes
+        rows = torch.repeat_interleave(voxel_rows[chunk, 0] - row_offset, chunk_sizes) + torch.arange(
+            num_rows, device=device
+        )
+        cand = torch.repeat_interleave(cand, chunk_sizes, dim=0)
+        diff = x[rows, None, :] - y[cand.clamp_min(0)]
         d = (diff**2).sum(-1) if p == 2 else diff.abs().sum(-1)
         d = d.masked_fill(cand < 0, math.inf)
-        idx[r] = cand.gather(1, d.topk(k, dim=1, largest=False, sorted=True).indices)
+        idx[rows] = cand.gather(1, d.topk(k, dim=1, largest=False, sorted=True).indices)
     return idx
+
+
+def _chunks_by_width(sizes: list[int], widths: list[int]) -> list[tuple[int, int]]:
+    """Consecutive groups of voxels (non-decreasing widths) whose padded block stays under the budget."""
+    bounds, first, rows = [], 0, 0
+    for i, (size, width) in enumerate(zip(sizes, widths)):
+        if i > first and (rows + size) * width > TORCH_BLOCK_ELEMENTS:
+            bounds.append((first, i))
+            first, rows = i, 0
+        rows += size
+    bounds.append((first, len(sizes)))
+    return bounds
 
 
 def grid_knn(x, y, batch_x, batch_y, k, p, backend, points_per_cell):

@@ -8,7 +8,14 @@ from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.batching import batch_pair, require_nonempty_targets
 from gdl.ops.block_sparse import MAX_DIM, grid_knn
-from gdl.ops.checks import check_batch, check_choice, check_pair, check_points, check_positive
+from gdl.ops.checks import (
+    check_batch,
+    check_choice,
+    check_pair,
+    check_points,
+    check_positive,
+    check_same_device_dtype,
+)
 from gdl.ops.kernels import safe_sqrt
 from gdl.ops.registry import register
 
@@ -17,8 +24,6 @@ METHODS = ("auto", "brute", "grid")
 # method="auto" uses the voxel grid when D <= 3 and the average item has at least this many
 # query and source points (below it, brute force is as fast on the benchmarks).
 GRID_MIN_POINTS = 20_000
-# Average number of source points per occupied voxel of the grid method.
-GRID_POINTS_PER_CELL = 32
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
@@ -51,7 +56,8 @@ class KNN(Operator):
 
     ``method="brute"`` compares every pair of the same item; ``"grid"`` (D <= 3 only) is the exact
     block-sparse search of :mod:`gdl.ops.block_sparse`, which only visits the voxels that can hold
-    a neighbour; ``"auto"`` picks the grid for large low-dimensional clouds.
+    a neighbour; ``"auto"`` picks the grid for large low-dimensional clouds. ``grid_cell_points``
+    is the average number of source points per occupied voxel of the grid (a speed knob only).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class KNN(Operator):
         metric: str = "euclidean",
         exclude_self: bool = False,
         method: str = "auto",
+        grid_cell_points: int = 32,
         backend: str = "auto",
     ):
         super().__init__(backend)
@@ -67,6 +74,7 @@ class KNN(Operator):
         self.metric = check_choice("metric", metric, METRICS)
         self.exclude_self = bool(exclude_self)
         self.method = check_choice("method", method, METHODS)
+        self.grid_cell_points = check_positive("grid_cell_points", grid_cell_points, integer=True)
 
     def extra_repr(self) -> str:
         return (
@@ -92,6 +100,8 @@ class KNN(Operator):
                 raise ValueError("batch_y was given without y: pass y, or only batch_x")
             y, batch_y = x, batch_x
         else:
+            if isinstance(y, torch.Tensor):  # devices first: values on another device are not read
+                check_same_device_dtype("y", y, x)
             check_points("y", y)
             check_pair(x, y)
             if self.exclude_self:
@@ -120,7 +130,7 @@ class KNN(Operator):
             if method == "grid":
                 p = 1 if self.metric == "manhattan" else 2  # cosine: euclidean on unit vectors
                 idx = grid_knn(
-                    xs, ys, _items(batch_x, x), _items(batch_y, y), k_search, p, backend, GRID_POINTS_PER_CELL
+                    xs, ys, _items(batch_x, x), _items(batch_y, y), k_search, p, backend, self.grid_cell_points
                 )
             elif backend == "keops":
                 idx = self._indices_keops(xs, ys, pair, k_search)
