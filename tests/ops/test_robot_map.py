@@ -1,0 +1,136 @@
+"""robot_map: translations, permutations, 1D sorting, outliers, real scans, batches, KeOps vs dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import gdl.ops
+
+SOLVERS = ["tensorized", "online"]  # the dense plan and the symbolic KeOps plan
+
+
+def cube(generator, n, d=3, dtype=torch.float32):
+    return torch.rand(n, d, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def random_shift(generator, length, d=3):
+    v = torch.randn(d, generator=generator, dtype=torch.float64)
+    return (length * v / v.norm()).float()
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_balanced_translation_is_recovered(generator, solver):
+    x = cube(generator, 500)
+    v = random_shift(generator, 0.2)
+    y_hat, confidence = gdl.ops.get("robot_map", blur=0.01, solver=solver)(x, x + v)
+    assert y_hat.shape == x.shape and confidence.shape == (500,)
+    assert (y_hat - x - v).norm(dim=1).median() < 1e-3
+    torch.testing.assert_close(confidence, torch.ones(500), rtol=0, atol=0.01)
+
+
+@pytest.mark.slow
+def test_default_scaling_recovers_unbalanced_translation(generator):
+    # The issue's measurement: 1,200 points in a unit cube, |v| = 0.27, blur 0.01, reach 1.
+    x = cube(generator, 1200)
+    v = random_shift(generator, 0.27)
+    y_hat, confidence = gdl.ops.get("robot_map", reach=1.0)(x, x + v)
+    assert (y_hat - x - v).norm(dim=1).median() < 0.01
+    coarse, _ = gdl.ops.get("robot_map", reach=1.0, scaling=0.5)(x, x + v)
+    assert (coarse - x - v).norm(dim=1).median() > 0.05  # what the default avoids
+    assert confidence.median() > 0.9
+
+
+def normalised_scan(shared_data, n, generator):
+    plyfile = pytest.importorskip("plyfile")
+    vertices = plyfile.PlyData.read(str(shared_data / "shapes" / "bunny_30k.ply"))["vertex"]
+    points = torch.from_numpy(np.stack([vertices[c] for c in "xyz"], axis=1).astype(np.float32))
+    points = points[torch.randperm(points.shape[0], generator=generator)[:n]]
+    points = points - points.min(0).values
+    return points / points.max()
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_hard_mode_recovers_a_permutation_of_a_real_scan(shared_data, generator, solver):
+    x = normalised_scan(shared_data, 1000, generator)
+    perm = torch.randperm(1000, generator=generator)
+    y_hat, confidence = gdl.ops.get("robot_map", blur=0.002, mode="hard", solver=solver)(x, x[perm])
+    assert torch.equal(y_hat, x)
+    assert confidence.min() > 0.9
+
+
+def test_hard_mode_sorts_in_1d(generator):
+    n = 150
+    # Jittered grids: neighbours are at least 0.5 / n apart, so the sorted matching is unique.
+    x = (torch.arange(n) + 0.5 * torch.rand(n, generator=generator)) / n
+    y = 2 * (torch.arange(n) + 0.5 * torch.rand(n, generator=generator)) / n + 1
+    x = x[torch.randperm(n, generator=generator)][:, None].double()
+    y = y[torch.randperm(n, generator=generator)][:, None].double()
+    y_hat, _ = gdl.ops.get("robot_map", blur=1e-3, mode="hard", backend="torch")(x, y)
+    assert torch.equal(y_hat[x[:, 0].argsort(), 0], y[:, 0].sort().values)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_outliers_get_low_confidence_with_reach(generator, solver):
+    y = cube(generator, 400)
+    inliers = y[:300] + 0.01 * torch.randn(300, 3, generator=generator)
+    outliers = cube(generator, 100) + torch.tensor([3.0, 0.0, 0.0])
+    x = torch.cat([inliers, outliers])
+    _, confidence = gdl.ops.get("robot_map", blur=0.02, reach=0.3, solver=solver)(x, y)
+    assert confidence[:300].min() > 0.5
+    assert confidence[300:].max() < 0.1
+
+
+def ragged(generator, sizes, shift):
+    clouds = [cube(generator, n) + shift * k for k, n in enumerate(sizes)]
+    return torch.cat(clouds), torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_ragged_batches_equal_per_item_calls_and_backends_agree(generator, mode):
+    x, batch_x = ragged(generator, [90, 140, 60], shift=0.3)
+    y, batch_y = ragged(generator, [110, 70, 100], shift=0.35)
+    results = {}
+    for solver in SOLVERS:
+        op = gdl.ops.get("robot_map", blur=0.03, reach=0.5, mode=mode, solver=solver)
+        y_hat, confidence = op(x, y, None, None, batch_x, batch_y)
+        for k in range(3):
+            ix, iy = batch_x == k, batch_y == k
+            y_hat_k, confidence_k = op(x[ix], y[iy])
+            torch.testing.assert_close(y_hat[ix], y_hat_k)
+            torch.testing.assert_close(confidence[ix], confidence_k)
+        results[solver] = (y_hat, confidence)
+    (dense_y, dense_c), (lazy_y, lazy_c) = results["tensorized"], results["online"]
+    torch.testing.assert_close(lazy_y, dense_y, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lazy_c, dense_c, rtol=1e-3, atol=1e-6)
+
+
+def test_soft_map_gradients_agree_between_keops_and_dense(generator):
+    x, y = cube(generator, 200), cube(generator, 250) + 0.1
+    grads = []
+    for solver in SOLVERS:
+        yg = y.clone().requires_grad_(True)
+        y_hat, _ = gdl.ops.get("robot_map", blur=0.05, solver=solver)(x, yg)
+        (grad,) = torch.autograd.grad((y_hat * torch.linspace(0, 1, 600).view(200, 3)).sum(), yg)
+        grads.append(grad)
+    scale = grads[0].abs().max()
+    assert scale > 0
+    assert (grads[1] - grads[0]).abs().max() < 1e-3 * scale  # float32 solvers: agree to rounding
+
+
+def test_bad_inputs(generator):
+    x, y = cube(generator, 20), cube(generator, 30)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        gdl.ops.get("robot_map", mode="nearest")
+    with pytest.raises(ValueError, match="blur must be a positive number"):
+        gdl.ops.get("robot_map", blur=-0.1)
+    op = gdl.ops.get("robot_map", backend="torch")
+    with pytest.raises(ValueError, match="a must be non-negative"):
+        op(x, y, torch.full((20,), -1.0))
+    with pytest.raises(ValueError, match="equal total masses"):
+        op(x, y, torch.full((20,), 1.0))
+    with pytest.raises(ValueError, match="y contains NaN"):
+        op(x, torch.full((30, 3), float("nan")))
+    with pytest.raises(ValueError, match="batch_y was given but batch_x was not"):
+        op(x, y, batch_y=torch.zeros(30, dtype=torch.int64))
