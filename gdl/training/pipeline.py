@@ -99,7 +99,7 @@ def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict) -
     commit = config["git"]["commit"]
     lines.append(f"  git commit: {commit}{' (with uncommitted changes)' if config['git']['dirty'] else ''}")
     for callback in trainer.checkpoint_callbacks:
-        if callback.best_model_path:
+        if callback.best_model_path and callback.best_model_score is not None:
             lines.append(f"  best checkpoint: {callback.best_model_path} ({callback.monitor} = {float(callback.best_model_score):.6g})")
         if callback.last_model_path:
             lines.append(f"  last checkpoint: {callback.last_model_path}")

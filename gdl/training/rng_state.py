@@ -38,22 +38,16 @@ def set_rng_states(states: dict) -> None:
 
 
 class CheckpointRNGState(Callback):
-    """Save the RNG states with each checkpoint; restore them when training resumes from one.
+    """Save the RNG states with each checkpoint; restore them as soon as training resumes from one.
 
-    The states are restored at the start of the first training epoch after resuming, so that the
-    sanity validation run in between does not shift them.
+    Restoring when the checkpoint is loaded (before the training loop builds its first data
+    iterator) replays the draws of the uninterrupted run; Lightning's sanity validation that runs in
+    between keeps the global RNG states as they were.
     """
-
-    def __init__(self) -> None:
-        self._pending: dict | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[_KEY] = collect_rng_states()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        self._pending = checkpoint.get(_KEY)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self._pending is not None:
-            set_rng_states(self._pending)
-            self._pending = None
+        if _KEY in checkpoint:
+            set_rng_states(checkpoint[_KEY])

@@ -40,7 +40,9 @@ class Run:
 
 
 def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = None, timeout: int = 600) -> Run:
-    command = [sys.executable, script, f"hydra.searchpath=[file://{TEST_CONFIGS}]", f"paths.log_dir={log_dir}", *overrides]
+    flags = [argument for argument in overrides if argument.startswith("-")]
+    overrides = [argument for argument in overrides if not argument.startswith("-")]
+    command = [sys.executable, script, *flags, f"hydra.searchpath=[file://{TEST_CONFIGS}]", f"paths.log_dir={log_dir}", *overrides]
     environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
     return Run(done.returncode, done.stdout, done.stderr)
