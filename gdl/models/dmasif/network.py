@@ -2,9 +2,10 @@
 
 Tangent frames (u_i, v_i) of the normals feed ``layers`` quasi-geodesic convolutions; each one turns
 the frames to a canonical direction with its trainable orientation field (so the output does not
-depend on the input frames' rotation about the normal) and has a residual linear path:
+depend on the input frames' rotation about the normal) and has a residual linear path; a per-point
+layer normalisation keeps the window sums (hundreds of points at radius 9) at a unit scale:
 
-    f^{l+1} = LeakyReLU(QGConv_l(x, n, frames, f^l)) + W_l f^l.
+    f^{l+1} = LayerNorm_l(LeakyReLU(QGConv_l(x, n, frames, f^l)) + W_l f^l).
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ class DMaSIFNetwork(nn.Module):
             for _ in range(layers)
         )
         self.residuals = nn.ModuleList(nn.Linear(channels, channels) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(layers))
         self.activation = nn.LeakyReLU(0.2)
 
     def forward(self, points, normals, features, batch):
         f = self.lift(features)
         frames = self.frames(normals)
-        for conv, residual in zip(self.convs, self.residuals):
-            f = self.activation(conv(points, normals, frames, f, batch)) + residual(f)
+        for conv, residual, norm in zip(self.convs, self.residuals, self.norms):
+            f = norm(self.activation(conv(points, normals, frames, f, batch)) + residual(f))
         return f
