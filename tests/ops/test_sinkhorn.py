@@ -202,6 +202,20 @@ def test_default_scaling_depends_on_reach():
     assert gdl.ops.get("sinkhorn", reach=1.0, scaling=0.7).params.scaling == 0.7
 
 
+def test_default_scaling_is_accurate_on_unbalanced_problems(generator):
+    x = cube(generator, 300, dtype=torch.float64)
+    y = x + random_direction(generator, 0.27)
+
+    def loss(scaling):
+        return gdl.ops.get("sinkhorn", blur=0.01, reach=1.0, scaling=scaling, backend="torch")(x, y).item()
+
+    reference = loss(0.98)
+    default_error = abs(loss(None) / reference - 1)
+    coarse_error = abs(loss(0.5) / reference - 1)
+    assert default_error < 0.01
+    assert coarse_error > 2 * default_error  # what the unbalanced default avoids
+
+
 def test_auto_solver_choice(generator):
     small = _ot_solver.check_measures(cube(generator, 10), cube(generator, 10), None, None, None, None, True)
     params = _ot_solver.ot_params(2, 0.05, None, None, True, "auto")
