@@ -1,0 +1,97 @@
+"""nadaraya_watson against the dense float64 ratio of kernel sums."""
+
+import pytest
+import torch
+
+import gdl.ops
+
+
+def reference(kernel, xq, xs, values, weights, sigma):
+    d = torch.cdist(xq, xs)
+    k = {
+        "gaussian": lambda: torch.exp(-(d**2) / (2 * sigma**2)),
+        "laplacian": lambda: torch.exp(-d / sigma),
+        "cauchy": lambda: 1 / (1 + d**2 / sigma**2),
+        "inverse_multiquadric": lambda: 1 / torch.sqrt(1 + d**2 / sigma**2),
+    }[kernel]() * weights
+    return (k @ values) / k.sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "cauchy", "inverse_multiquadric"])
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_matches_dense_reference_with_gradients(generator, kernel, backend):
+    if backend == "keops" and kernel in ("cauchy", "inverse_multiquadric"):
+        pytest.skip("same code path as kernel_conv's KeOps kernels; keeps the number of KeOps builds small")
+    xq = torch.rand(31, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    xs = torch.rand(27, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(27, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(27, generator=generator, dtype=torch.float64).add(0.1).requires_grad_()
+    out = gdl.ops.get("nadaraya_watson", kernel=kernel, sigma=0.3, backend=backend)(xq, xs, values, weights)
+    expected = reference(kernel, xq, xs, values, weights, 0.3)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    probe = torch.randn(31, 2, generator=generator, dtype=torch.float64)
+    inputs = [xq, xs, values, weights]
+    grads = torch.autograd.grad((out * probe).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * probe).sum(), inputs)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_far_queries_get_their_nearest_source_value(generator, backend):
+    xs = torch.rand(20, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(20, 2, generator=generator, dtype=torch.float64)
+    xq = xs[:5] + 100 * torch.tensor([1.0, 0, 0], dtype=torch.float64)  # exp(-d^2 / 2 sigma^2) == 0
+    out = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=0.05, backend=backend)(xq, xs, values)
+    nearest = torch.cdist(xq, xs).argmin(dim=1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, values[nearest])
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_ragged_batch_equals_per_item_calls(generator, backend):
+    sizes_q, sizes_s = [10, 0, 15], [8, 4, 12]
+    xq = torch.rand(25, 3, generator=generator, dtype=torch.float64)
+    xs = torch.rand(24, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(24, generator=generator, dtype=torch.float64)
+    bq = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes_q))
+    bs = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes_s))
+    op = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=0.3, backend=backend)
+    out = op(xq, xs, values, batch_query=bq, batch_src=bs)
+    assert out.shape == (25,)
+    for item in (0, 2):
+        rows, cols = bq == item, bs == item
+        ones = torch.ones(int(cols.sum()), dtype=torch.float64)
+        torch.testing.assert_close(out[rows], reference("gaussian", xq[rows], xs[cols], values[cols, None], ones, 0.3)[:, 0])
+
+
+def test_multiscale_sum_matches_reference(generator):
+    xq = torch.rand(12, 3, generator=generator, dtype=torch.float64)
+    xs = torch.rand(9, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(9, 1, generator=generator, dtype=torch.float64)
+    out = gdl.ops.get("nadaraya_watson", kernel="laplacian", sigma=[0.1, 0.4], backend="torch")(xq, xs, values)
+    d = torch.cdist(xq, xs)
+    k = torch.exp(-d / 0.1) + torch.exp(-d / 0.4)
+    torch.testing.assert_close(out, (k @ values) / k.sum(1, keepdim=True))
+
+
+def test_bad_inputs(generator):
+    xq, xs = torch.rand(5, 3, generator=generator), torch.rand(6, 3, generator=generator)
+    values = torch.rand(6, 2)
+    op = gdl.ops.get("nadaraya_watson", backend="torch")
+    with pytest.raises(ValueError, match="positive kernel"):
+        gdl.ops.get("nadaraya_watson", kernel="energy")
+    with pytest.raises(ValueError, match="x_query and x_src must have the same dimension"):
+        op(xq[:, :2], xs, values)
+    with pytest.raises(ValueError, match=r"values must have shape \(6,\)"):
+        op(xq, xs, values[:5])
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        op(xq, xs, values, -torch.ones(6))
+    with pytest.raises(ValueError, match=r"weights must have shape \(6,\)"):
+        op(xq, xs, values, torch.ones(6, 2))
+    with pytest.raises(ValueError, match="weights are all zero in batch item 0"):
+        op(xq, xs, values, torch.zeros(6))
+    with pytest.raises(ValueError, match="no point in x_src"):
+        op(xq, xs, values, batch_query=torch.tensor([0, 0, 1, 1, 1]), batch_src=torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(TypeError, match="x_src has dtype"):
+        op(xq, xs.double(), values)
