@@ -45,6 +45,7 @@ def test_ragged_batch_is_block_diagonal(generator, backend):
         torch.testing.assert_close(a[rows], torch.linalg.solve(dense_system(x[rows], 0.3, 0.1), b[rows]))
 
 
+@pytest.mark.slow
 def test_interpolates_a_smooth_function_on_real_lung_points(shared_data):
     vtk = pytest.importorskip("vtk")
     reader = vtk.vtkPolyDataReader()
