@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gdl.data.synthetic import SyntheticFlowDataModule, sample_folder
+
 GROUND_HEIGHT = -1.4
 MAX_DEPTH = 35.0
 
@@ -111,3 +113,27 @@ def standard_protocol(pair: ScenePair, num_points: int | None = 8192, seed: int 
         raise ValueError(f"pair {pair.name}: no point is left after removing ground and far points")
     i, j = _draw(len(source), num_points, rng), _draw(len(target), num_points, rng)
     return ScenePair(pair.name, source[i], target[j], flow[i])
+
+
+class KittiFlowDataModule(SyntheticFlowDataModule):
+    """Synthetic deformations of real KITTI frames for training; real pairs for validation and test.
+
+    Training deforms the first frame of each pair (ground and far points removed); validation and
+    test use the real pairs under the standard protocol with ``num_points`` points per frame.
+    ``data_dir`` defaults to the sample shipped in ``gdl/samples/kitti``.
+    """
+
+    def __init__(self, data_dir=None, **options):
+        super().__init__(**options)
+        self.data_dir = Path(data_dir) if data_dir is not None else sample_folder("kitti")
+
+    def training_clouds(self):
+        clouds = []
+        for path in list_scene_pairs(self.data_dir):
+            pair = read_scene_pair(path)
+            clouds.append(pair.source[_kept(pair.source) & _kept(pair.target)])
+        return clouds
+
+    def evaluation_pairs(self):
+        pairs = [standard_protocol(read_scene_pair(p), self.num_points) for p in list_scene_pairs(self.data_dir)]
+        return [(p.source, p.target, p.flow) for p in pairs]

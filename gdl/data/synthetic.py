@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import lightning
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
@@ -138,6 +141,8 @@ class SyntheticPairs(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> Data:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} synthetic pairs")
         generator = torch.Generator()
         if self.seed is None:
             generator.seed()
@@ -146,3 +151,61 @@ class SyntheticPairs(torch.utils.data.Dataset):
         cloud = self.clouds[index % len(self.clouds)]
         pair = self.deformation(cloud, generator)
         return pair_data(pair.source, pair.target, pair.flow)
+
+
+def sample_folder(name: str) -> Path:
+    """A data sample shipped inside the installed package: ``gdl/samples/<name>``."""
+    import gdl
+
+    return Path(gdl.__file__).parent / "samples" / name
+
+
+class SyntheticFlowDataModule(lightning.LightningDataModule):
+    """Training on synthetic deformations of real clouds, evaluation on fixed pairs.
+
+    Subclasses give ``training_clouds()`` (a list of (N, 3) arrays) and ``evaluation_pairs()``
+    (a list of (source, target, flow) arrays). Training draws ``train_length`` fresh pairs per
+    epoch with ``deformation`` (keyword arguments of :class:`SyntheticDeformation`), ``num_points``
+    points per cloud; batches are
+    PyG batches with ``source``, ``target``, ``flow``, ``source_batch`` and ``target_batch``.
+    """
+
+    def __init__(
+        self, num_points: int = 2048, deformation: dict | None = None, train_length: int = 16, batch_size: int = 2, num_workers: int = 0
+    ):
+        super().__init__()
+        self.num_points = num_points
+        self.deformation = SyntheticDeformation(num_points=num_points, **(deformation or {}))
+        self.train_length, self.batch_size, self.num_workers = train_length, batch_size, num_workers
+        self.train_set = self.eval_set = None
+
+    def training_clouds(self) -> list:
+        raise NotImplementedError
+
+    def evaluation_pairs(self) -> list:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None):
+        if self.train_set is None:
+            clouds = [torch.as_tensor(np.asarray(c, dtype=np.float32)) for c in self.training_clouds()]
+            self.train_set = SyntheticPairs(clouds, self.deformation, self.train_length)
+            self.eval_set = [
+                pair_data(*(torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in pair)) for pair in self.evaluation_pairs()
+            ]
+
+    def _loader(self, dataset, shuffle: bool):
+        from torch_geometric.loader import DataLoader
+
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            follow_batch=["source", "target"],
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, shuffle=False)
+
+    def val_dataloader(self):
+        return self._loader(self.eval_set, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.eval_set, shuffle=False)
