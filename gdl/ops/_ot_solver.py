@@ -145,7 +145,9 @@ def check_measures(x, y, a, b, batch_x, batch_y, balanced: bool) -> Measures:
         totals = item_sums(mass, start, end)
         empty = ((totals <= 0) & (end - start > 0).to(totals.device)).nonzero().flatten().tolist()
         if empty:
-            raise ValueError(f"{name} sums to zero on batch item(s) {empty[:10]}: there is no mass to transport")
+            raise ValueError(
+                f"{name} sums to zero on batch item(s) {empty[:10]}: there is no mass to transport"
+            )
     if balanced:
         total_a = item_sums(a, pair.start_x, pair.end_x)
         total_b = item_sums(b, pair.start_y, pair.end_y)
@@ -208,7 +210,7 @@ def check_tensorized_size(params: OTParams, measures: Measures) -> None:
         )
 
 
-def samples_loss(params: OTParams, solver: str, potentials: bool, debias: bool | None = None):
+def samples_loss(params: OTParams, solver: str, potentials: bool):
     """The GeomLoss ``SamplesLoss`` module computing one item."""
     import_pykeops()  # makes the C++ runtime global before GeomLoss imports pykeops
     from geomloss import SamplesLoss
@@ -219,17 +221,17 @@ def samples_loss(params: OTParams, solver: str, potentials: bool, debias: bool |
         blur=params.blur,
         reach=params.reach,
         scaling=params.scaling,
-        debias=params.debias if debias is None else debias,
+        debias=params.debias,
         potentials=potentials,
         backend=solver,
     )
 
 
-def solve(params: OTParams, solver: str, measures: Measures, potentials: bool, debias: bool | None = None):
+def solve(params: OTParams, solver: str, measures: Measures, potentials: bool):
     """Per item: the loss (B,) tensor, or the potentials (f (N,), g (M,)) when ``potentials``."""
     if solver == "tensorized":
         check_tensorized_size(params, measures)
-    loss = samples_loss(params, solver, potentials, debias)
+    loss = samples_loss(params, solver, potentials)
     x, y, a, b = measures.x, measures.y, measures.a, measures.b
     values, f_parts, g_parts = [], [], []
     for _, sx, sy in measures.items():

@@ -53,7 +53,8 @@ class RobotMap(Operator):
         solver = choose_solver(self.params, self.backend, self.backend_for(x.device), measures)
         f, g = solve(self.params, solver, measures, potentials=True)
         b_log = torch.where(measures.b > 0, measures.b.log(), torch.full_like(measures.b, LOG_ZERO))
-        h = b_log + g / self.params.eps  # log-weights of the targets: P_ij / a_i = exp(f_i/eps + h_j - C_ij/eps)
+        # P_ij / a_i = exp(f_i / eps + h_j - C_ij / eps): h holds the log-weights of the targets.
+        h = b_log + g / self.params.eps
         if solver == "tensorized":
             y_hat, log_mass = self._dense(x, y, h, measures)
         else:

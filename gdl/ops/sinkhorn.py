@@ -9,7 +9,7 @@ from gdl.ops.registry import register
 
 @register("sinkhorn")
 class Sinkhorn(Operator):
-    r"""Entropic optimal transport loss between alpha = sum_i a_i delta_{x_i} and beta = sum_j b_j delta_{y_j}.
+    r"""Entropic OT loss between alpha = sum_i a_i delta_{x_i} and beta = sum_j b_j delta_{y_j}.
 
         OT_eps(alpha, beta) = min_P <P, C> + eps KL(P | alpha x beta)
                               + rho KL(P 1 | alpha) + rho KL(P^T 1 | beta)

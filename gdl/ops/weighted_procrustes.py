@@ -17,17 +17,18 @@ MODES = ("rigid", "similarity", "affine")
 class WeightedProcrustes(Operator):
     r"""argmin over (A, t) of sum_i w_i |A x_i + t - y_i|^2, for paired points x_i -> y_i.
 
-    With weighted means mu_x, mu_y and the weighted cross-covariance S = sum_i w_i (y_i - mu_y)(x_i - mu_x)^T
-    = U diag(sigma) V^T (SVD):
+    With weighted means mu_x, mu_y and the weighted cross-covariance
+    S = sum_i w_i (y_i - mu_y)(x_i - mu_x)^T = U diag(sigma) V^T (SVD):
 
         rigid       A = R = U diag(1, ..., 1, det(U V^T)) V^T      (Kabsch, a rotation: det R = +1)
-        similarity  A = s R,  s = tr(diag(sigma) diag(1, ..., det(U V^T))) / sum_i w_i |x_i - mu_x|^2   (Umeyama)
+        similarity  A = s R,  s = tr(diag(sigma) diag(1, ..., det(U V^T))) / sum_i w_i |x_i - mu_x|^2
+                    (Umeyama)
         affine      A = S (sum_i w_i (x_i - mu_x)(x_i - mu_x)^T)^{-1}  (weighted least squares)
 
     and t = mu_y - A mu_x. ``forward(x, y, w=None, batch=None) -> (A, t)``: (D, D) and (D,), or
     (B, D, D) and (B, D) with a ``batch`` vector (one transform per item). Weights are
-    non-negative, uniform when omitted, with a positive sum per item; a small weight removes an
-    outlier pair from the fit. Differentiable in x, y and w (for rigid and similarity, wherever
+    non-negative, uniform when omitted, with a positive sum per item; a zero weight removes a
+    pair from the fit, a small one down-weights it. Differentiable in x, y and w (for rigid and similarity, wherever
     the singular values of S are distinct). There is no pairwise reduction: both backends run the
     same torch code.
     """

@@ -89,7 +89,8 @@ def test_unbalanced_plan_marginals_match_pot(generator):
     a, b = random_masses(generator, 150), 1.5 * random_masses(generator, 250)
     blur, reach = 0.1, 0.5
     eps, rho = blur**2, reach**2
-    f, g = gdl.ops.get("sinkhorn_potentials", blur=blur, reach=reach, scaling=0.99, backend="torch")(x, y, a, b)
+    potentials = gdl.ops.get("sinkhorn_potentials", blur=blur, reach=reach, scaling=0.99, backend="torch")
+    f, g = potentials(x, y, a, b)
     plan = plan_from_potentials(f, g, x, y, a, b, eps)
     cost = torch.cdist(x, y) ** 2 / 2
     pot_plan = ot.unbalanced.sinkhorn_unbalanced(
@@ -191,7 +192,8 @@ def test_ragged_batches_equal_per_item_calls(generator, solver):
 
 def test_solvers_agree(generator):
     x, y = cube(generator, 300), cube(generator, 250) + 0.1
-    tensorized, online, multiscale = [gdl.ops.get("sinkhorn", blur=0.05, reach=1.0, solver=s)(x, y) for s in SOLVERS]
+    values = [gdl.ops.get("sinkhorn", blur=0.05, reach=1.0, solver=s)(x, y) for s in SOLVERS]
+    tensorized, online, multiscale = values
     torch.testing.assert_close(online, tensorized, rtol=1e-4, atol=0)
     torch.testing.assert_close(multiscale, tensorized, rtol=1e-2, atol=0)  # multiscale truncates the kernel
 
