@@ -86,7 +86,15 @@ def atoms_to_surface(
     (M,) sorted protein index of each atom. Returns ``(points, normals, batch)``: (N, 3) points about
     ``resolution`` apart, (N, 3) unit outward normals and the (N,) protein index of each point.
     Not differentiable (the sampling is random); gradients flow through the features computed on it.
+    Works under ``torch.no_grad`` and ``torch.inference_mode`` (it needs grad SDF internally).
     """
+    with torch.inference_mode(False):
+        return _atoms_to_surface(
+            atoms, atom_types, batch, resolution, distance, points_per_atom, steps, margin, generator, backend
+        )
+
+
+def _atoms_to_surface(atoms, atom_types, batch, resolution, distance, points_per_atom, steps, margin, generator, backend):
     check_points("atoms", atoms, dim=3)
     if not isinstance(atom_types, torch.Tensor) or atom_types.dim() != 2 or atom_types.shape != (
         atoms.shape[0],
@@ -99,11 +107,12 @@ def atoms_to_surface(
     check_positive("distance", distance)
     check_positive("points_per_atom", points_per_atom, integer=True)
     check_backend_name(backend)
-    atoms = atoms.detach()
+    atoms = atoms.detach().clone()  # a normal tensor, also when the input is an inference tensor
     dtype, device = atoms.dtype, atoms.device
-    radii = atom_radii(atom_types.detach().to(dtype))
+    radii = atom_radii(atom_types.detach().clone().to(dtype))
     if batch is None:
         batch = torch.zeros(atoms.shape[0], dtype=torch.int64, device=device)
+    batch = batch.clone()
     level = distance
 
     # Draw points around each atom, at about the target distance.
