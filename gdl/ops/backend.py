@@ -8,7 +8,7 @@ probe runs once per machine and stack.
 On stacks where Python does not link the C++ runtime itself (torch loads it privately), pykeops'
 CUDA JIT crashes on its first reduction; loading ``libstdc++`` into the global symbol scope before
 pykeops is imported fixes it. :func:`import_pykeops` does that once, only when the runtime is
-missing from the global scope.
+missing from the global scope, when this module is imported.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def ensure_cxx_runtime_global() -> bool:
     except OSError:
         return False
     return True
+
+
+# Before any operator module (or a library such as GeomLoss) imports pykeops.
+ensure_cxx_runtime_global()
 
 
 def import_pykeops():
