@@ -72,6 +72,9 @@ class FlowPyramid(torch.nn.Module):
             for c in channels
         )
         self.heads = torch.nn.ModuleList(torch.nn.Linear(c, 3) for c in channels)
+        for head in self.heads:  # start from the zero flow
+            torch.nn.init.zeros_(head.weight)
+            torch.nn.init.zeros_(head.bias)
         self.knn = gdl.ops.get("knn", k=k, backend=backend)
         self.interpolation = gdl.ops.get("knn", k=3, backend=backend)
         self.smoother = (

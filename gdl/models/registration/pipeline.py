@@ -53,3 +53,63 @@ def _clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+# Step parameters for metre-scale lidar scenes (KITTI) and unit-scale lung trees (1 unit = 100 mm).
+PRESETS = {
+    "kitti": {
+        "prealign": dict(mode="rigid", blurs=(2.0, 0.5, 0.2), reach_factor=3.0, iterations=2, num_points=1024, scaling=0.7),
+        "finetune": dict(blurs=(0.5, 0.2), reach_factor=2.0, smoothing=0.5, iterations=2),
+    },
+    "lung": {
+        "prealign": dict(mode="affine", blurs=(0.2, 0.05), reach_factor=None, iterations=2, num_points=4096, scaling=0.7),
+        "finetune": dict(blurs=(0.03, 0.01), reach_factor=5.0, smoothing=0.03, iterations=2),
+    },
+}
+
+
+def load_flow(checkpoint, **model_options) -> torch.nn.Module:
+    """The flow model of a ``FlowTask`` checkpoint.
+
+    The architecture comes from the Hydra config of the run (``<run>/.hydra/config.yaml`` beside
+    ``<run>/checkpoints/``) when present, else from ``model_options`` (FlowPyramid arguments).
+    """
+    from pathlib import Path
+
+    from gdl.models.registration.flow import FlowPyramid
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"flow checkpoint not found: {checkpoint}")
+    config = checkpoint.resolve().parent.parent / ".hydra" / "config.yaml"
+    if config.is_file() and not model_options:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        model = instantiate(OmegaConf.load(config).model)
+    else:
+        model = FlowPyramid(**model_options)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    return model.eval()
+
+
+def build_pipeline(steps, preset: str = "kitti", checkpoint=None, backend: str = "auto") -> RegistrationPipeline:
+    """A pipeline of the named ``steps`` (any subset of prealign, flow, finetune) with ``preset`` parameters."""
+    from gdl.models.registration.finetune import Finetune
+    from gdl.models.registration.prealign import Prealign
+
+    steps = [steps] if isinstance(steps, str) else list(steps)
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown or not steps:
+        raise ValueError(f"steps must be a non-empty subset of {STEPS}, got {steps}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if "flow" in steps and checkpoint is None:
+        raise ValueError("the flow step needs a checkpoint (train one with: python train.py experiment=kitti_flow)")
+    params = PRESETS[preset]
+    return RegistrationPipeline(
+        prealign=Prealign(**params["prealign"], backend=backend) if "prealign" in steps else None,
+        flow=load_flow(checkpoint) if "flow" in steps else None,
+        finetune=Finetune(**params["finetune"], backend=backend) if "finetune" in steps else None,
+    )
