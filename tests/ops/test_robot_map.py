@@ -89,11 +89,11 @@ def ragged(generator, sizes, shift):
 
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_ragged_batches_equal_per_item_calls_and_backends_agree(generator, mode):
-    x, batch_x = ragged(generator, [90, 140, 60], shift=0.3)
-    y, batch_y = ragged(generator, [110, 70, 100], shift=0.35)
+    x, batch_x = ragged(generator, [60, 90, 40], shift=0.3)
+    y, batch_y = ragged(generator, [70, 50, 65], shift=0.35)
     results = {}
     for solver in SOLVERS:
-        op = gdl.ops.get("robot_map", blur=0.03, reach=0.5, mode=mode, solver=solver)
+        op = gdl.ops.get("robot_map", blur=0.03, reach=0.5, scaling=0.7, mode=mode, solver=solver)
         y_hat, confidence = op(x, y, None, None, batch_x, batch_y)
         for k in range(3):
             ix, iy = batch_x == k, batch_y == k
