@@ -2,8 +2,9 @@
 
     python -m gdl.cli.predict_sites protein.pdb[.gz] --ckpt best.ckpt --out results/
 
-``--ckpt`` is a checkpoint of ``experiment=protein_site``; without it the model is untrained and its
-scores are meaningless (the command says so), which still shows the surface and the pipeline.
+``--ckpt`` is a checkpoint of ``experiment=protein_site`` trained with the default model settings
+(configs/model/dmasif_site.yaml); without it the model is untrained and its scores are meaningless
+(the command says so), which still shows the surface and the pipeline.
 """
 
 from __future__ import annotations
