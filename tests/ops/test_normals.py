@@ -40,7 +40,7 @@ def test_sphere_normals_point_outward_at_two_densities(generator):
     for n, scale in ((800, 0.3), (3000, 0.15)):
         x, exact = sphere(n, 1.0, generator)
         x = x + 0.003 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        normals = gdl.ops.get("normals", scale=scale, backend="torch")(x)
+        normals = gdl.ops.get("normals", scale=scale)(x)  # auto backend
         cosine = (normals * exact).sum(1)
         assert torch.allclose(normals.norm(dim=1), torch.ones(n, dtype=x.dtype))
         assert float(cosine.min()) > math.cos(math.radians(12)), (n, float(cosine.min()))
