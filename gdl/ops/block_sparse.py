@@ -121,9 +121,8 @@ def column_ranges(grid, keys_y, batch_q, coords_q, offsets, half_heights):
     num_q, num_c = half_heights.shape
     q = torch.arange(num_q, device=keys_y.device)[:, None].expand(num_q, num_c)
     column = coords_q[:, None, :-1] + offsets[None, :, :]
-    height = half_heights
-    keep = height >= 0
-    q, column, height = q[keep], column[keep], height[keep]
+    keep = half_heights >= 0
+    q, column, height = q[keep], column[keep], half_heights[keep]
     batch, last = batch_q[q], coords_q[q, -1]
     lower = torch.cat([column, (last - height)[:, None]], dim=1)
     upper = torch.cat([column, (last + height)[:, None]], dim=1)
