@@ -1,0 +1,192 @@
+"""Timing and memory measurement of benchmark cases, the results table, JSON and plot.
+
+Time: one warm-up call, then the median of ``repeats`` calls (CUDA: CUDA events around each
+call). Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the
+call; on CPU, the increase of the process' resident set size (RSS) over its value before the call,
+sampled every millisecond by a background thread (psutil), so short spikes may be missed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+MB = 2**20
+
+
+class RSSPeak:
+    """Context manager sampling the process' RSS in a thread; ``peak_mb`` is the increase."""
+
+    def __init__(self, interval: float = 1e-3):
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak_mb = 0.0
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._start = self._peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self.process.memory_info().rss)
+        self.peak_mb = (self._peak - self._start) / MB
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def time_call(function, device: torch.device) -> float:
+    """Milliseconds of one call."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end)
+    begin = time.perf_counter()
+    function()
+    return (time.perf_counter() - begin) * 1e3
+
+
+def measure(case, device: torch.device, repeats: int) -> dict:
+    """Run one case: a result row with median_ms, peak_mb and status."""
+    row = {
+        "operator": case.operator,
+        "n": case.n,
+        "implementation": case.implementation,
+        "mode": case.mode,
+        "params": case.params,
+        "median_ms": None,
+        "peak_mb": None,
+        "status": "ok",
+    }
+    if case.skip:
+        row["status"] = f"skipped: {case.skip}"
+        return row
+    try:
+        function = case.setup()
+        function()  # warm-up (KeOps compilation, caches)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            times = [time_call(function, device) for _ in range(repeats)]
+            row["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / MB
+        else:
+            with RSSPeak() as memory:
+                times = [time_call(function, device) for _ in range(repeats)]
+            row["peak_mb"] = memory.peak_mb
+        row["median_ms"] = statistics.median(times)
+    except Exception as error:
+        row["status"] = "out of memory" if is_out_of_memory(error) else f"error: {type(error).__name__}: {error}"
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """ratio_to_keops: median time over that of the gdl-keops row of the same operator, n and mode."""
+    reference = {
+        (r["operator"], r["n"], r["mode"]): r["median_ms"]
+        for r in rows
+        if r["implementation"] == "gdl-keops" and r["median_ms"]
+    }
+    for r in rows:
+        base = reference.get((r["operator"], r["n"], r["mode"]))
+        r["ratio_to_keops"] = r["median_ms"] / base if base and r["median_ms"] else None
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'operator':<16} {'n':>8} {'implementation':<15} {'mode':<17} {'median ms':>11} {'x keops':>8} {'peak MB':>9}  status"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ms = f"{r['median_ms']:.2f}" if r["median_ms"] is not None else "-"
+        ratio = f"{r['ratio_to_keops']:.2f}" if r.get("ratio_to_keops") else "-"
+        peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
+        lines.append(
+            f"{r['operator']:<16} {r['n']:>8} {r['implementation']:<15} {r['mode']:<17} {ms:>11} {ratio:>8} {peak:>9}  {r['status']}"
+        )
+    return "\n".join(lines)
+
+
+def environment(device: torch.device) -> dict:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("pykeops", "faiss", "pykdtree", "geomloss", "ot"):
+        try:
+            module = __import__(package)
+            versions[package] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            versions[package] = None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "cpu_count": __import__("os").cpu_count(),
+        "versions": versions,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "RSS increase, sampled every 1 ms (psutil)",
+    }
+
+
+def write_results(rows: list[dict], device: torch.device, out: Path, repeats: int) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"ops_{device.type}"
+    json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
+    json_path.write_text(json.dumps({**environment(device), "repeats": repeats, "rows": rows}, indent=1))
+    plot(rows, png_path, device)
+    return json_path, png_path
+
+
+def plot(rows: list[dict], path: Path, device: torch.device) -> None:
+    """Log-log median time against n, one panel per operator, one line per implementation and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    operators = sorted({r["operator"] for r in rows if r["median_ms"]})
+    if not operators:
+        return
+    columns = min(3, len(operators))
+    lines = -(-len(operators) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(5 * columns, 4 * lines), squeeze=False)
+    for ax, operator in zip(axes.flat, operators):
+        series = {}
+        for r in rows:
+            if r["operator"] == operator and r["median_ms"]:
+                series.setdefault(f"{r['implementation']} ({r['mode']})", []).append((r["n"], r["median_ms"]))
+        for label, points in sorted(series.items()):
+            points.sort()
+            ax.plot(*zip(*points), marker="o", label=label)
+        ax.set(xscale="log", yscale="log", title=operator, xlabel="n points", ylabel="median ms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(operators):]:
+        ax.axis("off")
+    figure.suptitle(f"gdl operators on {device}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

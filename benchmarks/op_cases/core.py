@@ -1,0 +1,191 @@
+"""Benchmark cases of the core operators and their peers (raw KeOps, dense torch, FAISS, pykdtree).
+
+Points are uniform in the unit cube, float32, D = 3. Quadratic-cost rows (every pair visited) are
+skipped above ``QUADRATIC_MAX_CPU`` points on CPU, dense rows above ``DENSE_MAX_BYTES`` of N^2
+memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import gdl.ops
+from gdl.ops.backend import import_pykeops
+
+try:
+    from benchmarks.case import Case
+except ImportError:
+    from case import Case
+
+QUADRATIC_MAX_CPU = 10_000
+DENSE_MAX_BYTES = 4 * 2**30
+SIGMA = 0.1
+K = 16
+
+
+def points(n: int, device, seed: int = 0, requires_grad: bool = False) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, generator=generator).to(device).requires_grad_(requires_grad)
+
+
+def quadratic_skip(n: int, device) -> str | None:
+    if device.type == "cpu" and n > QUADRATIC_MAX_CPU:
+        return f"visits all n^2 pairs: skipped above {QUADRATIC_MAX_CPU} points on CPU"
+    return None
+
+
+def dense_skip(n: int, device, copies: int = 3) -> str | None:
+    if copies * 4 * n * n > DENSE_MAX_BYTES:
+        return f"dense n x n tensors need {copies * 4 * n * n / 2**30:.0f} GiB"
+    return quadratic_skip(n, device)
+
+
+def package_skip(name: str) -> str | None:
+    try:
+        __import__(name)
+    except ImportError:
+        return f"{name} is not installed"
+    return None
+
+
+def with_backward(forward, inputs):
+    def run():
+        out = forward()
+        out.sum().backward()
+        for t in inputs:
+            t.grad = None
+
+    return run
+
+
+# --- kernel_conv -------------------------------------------------------------------------------
+def kernel_conv_setup(n, device, implementation, backward):
+    def setup():
+        x, y = points(n, device, 0, backward), points(n, device, 1, backward)
+        b = torch.randn(n, 1, generator=torch.Generator().manual_seed(2)).to(device).requires_grad_(backward)
+        if implementation.startswith("gdl-"):
+            op = gdl.ops.get("kernel_conv", kernel="gaussian", sigma=SIGMA, backend=implementation[4:])
+            forward = lambda: op(x, y, b)  # noqa: E731
+        elif implementation == "raw-keops":
+            LazyTensor = import_pykeops().LazyTensor
+            forward = lambda: (  # noqa: E731
+                -((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1) / (2 * SIGMA**2)
+            ).exp() @ b
+        else:
+            forward = lambda: torch.exp(-torch.cdist(x, y) ** 2 / (2 * SIGMA**2)) @ b  # noqa: E731
+        return with_backward(forward, [x, y, b]) if backward else forward
+
+    return setup
+
+
+def kernel_conv_cases(device, sizes):
+    cases = []
+    for n in sizes:
+        for mode, backward in (("forward", False), ("forward+backward", True)):
+            for impl in ("gdl-keops", "gdl-torch", "raw-keops", "dense-torch"):
+                if impl == "raw-keops" and backward:
+                    continue
+                skip = quadratic_skip(n, device) if impl != "dense-torch" else dense_skip(n, device, 4 if backward else 2)
+                if impl.endswith("keops") and device.type == "cuda":
+                    skip = None
+                cases.append(Case("kernel_conv", n, impl, mode, kernel_conv_setup(n, device, impl, backward),
+                                  skip, {"kernel": "gaussian", "sigma": SIGMA}))
+    return cases
+
+
+# --- knn ---------------------------------------------------------------------------------------
+def knn_setup(n, device, implementation):
+    def setup():
+        x = points(n, device)
+        if implementation.startswith("gdl-"):
+            op = gdl.ops.get("knn", k=K, backend=implementation[4:])
+            return lambda: op(x)
+        if implementation == "raw-keops":
+            LazyTensor = import_pykeops().LazyTensor
+            return lambda: ((LazyTensor(x[:, None, :]) - LazyTensor(x[None, :, :])) ** 2).sum(-1).argKmin(K, dim=1)
+        if implementation == "faiss":
+            import faiss
+
+            data = x.cpu().numpy()
+            index = faiss.IndexFlatL2(3)
+            index.add(data)
+            return lambda: index.search(data, K)
+        if implementation == "pykdtree":
+            from pykdtree.kdtree import KDTree
+
+            data = x.cpu().numpy()
+            return lambda: KDTree(data).query(data, k=K)
+
+        def dense():
+            idx = []
+            for rows in torch.split(torch.arange(n, device=device), max(1, 2**24 // n)):
+                idx.append(torch.cdist(x[rows], x).topk(K, dim=1, largest=False).indices)
+            return torch.cat(idx)
+
+        return dense
+
+    return setup
+
+
+def knn_cases(device, sizes):
+    cases = []
+    for n in sizes:
+        for impl in ("gdl-keops", "gdl-torch", "raw-keops", "faiss", "pykdtree", "dense-torch"):
+            skip = None
+            if impl in ("raw-keops", "faiss", "dense-torch"):
+                skip = None if impl == "raw-keops" and device.type == "cuda" else quadratic_skip(n, device)
+            if impl in ("faiss", "pykdtree"):
+                skip = package_skip(impl) or skip
+            cases.append(Case("knn", n, impl, "forward", knn_setup(n, device, impl), skip, {"k": K}))
+    return cases
+
+
+# --- the other core operators --------------------------------------------------------------------
+def gdl_setup(n, device, name, params, call):
+    def setup():
+        op = gdl.ops.get(name, **params)
+        inputs = call(n, device)
+        return lambda: op(*inputs)
+
+    return setup
+
+
+def neighbourhood_radius(n: int, neighbours: int = K) -> float:
+    """r such that a ball of radius r holds ``neighbours`` points of n uniform in the unit cube."""
+    return (neighbours / (n * 4 / 3 * math.pi)) ** (1 / 3)
+
+
+def other_cases(device, sizes):
+    cases = []
+    for n in sizes:
+        values = lambda n, d, e=1: torch.randn(n, e, generator=torch.Generator().manual_seed(3)).to(d)  # noqa: E731
+        specs = [
+            ("radius", {"r": neighbourhood_radius(n), "max_neighbors": 32}, lambda n, d: (points(n, d),), False),
+            ("kernel_solve", {"kernel": "gaussian", "sigma": SIGMA, "alpha": 0.1, "tol": 1e-4},
+             lambda n, d: (points(n, d), values(n, d)), True),
+            ("nadaraya_watson", {"kernel": "gaussian", "sigma": SIGMA},
+             lambda n, d: (points(n, d, 1), points(n, d), values(n, d, 3)), True),
+        ]
+        for name, params, call, quadratic in specs:
+            for backend in ("keops", "torch"):
+                skip = quadratic_skip(n, device) if quadratic and not (backend == "keops" and device.type == "cuda") else None
+                if name == "radius" and backend == "torch":
+                    skip = quadratic_skip(n, device) if n > 20_000 and device.type == "cpu" else None
+                cases.append(Case(name, n, f"gdl-{backend}", "forward",
+                                  gdl_setup(n, device, name, {**params, "backend": backend}, call), skip, params))
+        # One row each: the same torch code runs for both backends.
+        fps_skip = f"{n // 10} sequential steps over {n} points: skipped above {QUADRATIC_MAX_CPU} on CPU" if (
+            device.type == "cpu" and n > QUADRATIC_MAX_CPU) else None
+        cases.append(Case("fps", n, "gdl-torch", "forward",
+                          gdl_setup(n, device, "fps", {"ratio": 0.1}, lambda n, d: (points(n, d),)), fps_skip, {"ratio": 0.1}))
+        voxel = neighbourhood_radius(n, 8)
+        cases.append(Case("grid_subsample", n, "gdl-torch", "forward",
+                          gdl_setup(n, device, "grid_subsample", {"voxel_size": voxel}, lambda n, d: (points(n, d),)),
+                          None, {"voxel_size": voxel}))
+    return cases
+
+
+def cases(device, sizes):
+    return kernel_conv_cases(device, sizes) + knn_cases(device, sizes) + other_cases(device, sizes)
