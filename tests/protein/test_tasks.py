@@ -61,6 +61,7 @@ def test_experiment_fast_dev_run(experiment, tmp_path):
         "trainer.fast_dev_run=true",
         "logger=csv",
         "model.points_per_atom=5",
+        "data.batch_size=1",
         f"hydra.run.dir={tmp_path}",
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
