@@ -108,7 +108,7 @@ def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict) -
             run_dir = Path(logger.experiment.dir).parent
             offline = logger.experiment.settings.mode == "offline" if hasattr(logger.experiment, "settings") else False
             lines.append(f"  W&B run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
-        elif logger.log_dir:
+        elif isinstance(getattr(logger, "log_dir", None), str):
             lines.append(f"  {type(logger).__name__}: {logger.log_dir}")
     lines.append("Final metrics:")
     width = max((len(name) for name in metrics), default=0)

@@ -29,6 +29,11 @@ class Run:
         assert found, f"no run folder printed\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}"
         return Path(found.group(1))
 
+    def printed_metrics(self) -> dict[str, float]:
+        """The ``Final metrics:`` block that train.py prints."""
+        block = self.stdout.split("Final metrics:\n", 1)[1].splitlines()
+        return {line.split()[0]: float(line.split()[1]) for line in block if line.startswith("  ") and len(line.split()) == 2}
+
     def csv_rows(self) -> list[dict[str, str]]:
         (path,) = self.folder.glob("csv/version_*/metrics.csv")
         with open(path) as file:

@@ -47,8 +47,10 @@ def read_wandb_records(path: Path) -> list:
 def test_experiment_fast_dev_run(name, tmp_path):
     run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", *QUIET, log_dir=tmp_path)
     assert_ok(run)
-    assert "Final metrics:" in run.stdout and (run.folder / "config_resolved.yaml").is_file()
-    assert any(row.get("train/loss") for row in run.csv_rows())
+    assert (run.folder / "config_resolved.yaml").is_file()
+    metrics = run.printed_metrics()  # fast_dev_run replaces the loggers by a dummy: read what train.py prints
+    assert math.isfinite(metrics["train/loss"]), metrics
+    assert any(name.startswith("val/") for name in metrics) and any(name.startswith("test/") for name in metrics), metrics
 
 
 def _default_configs_present() -> bool:
@@ -65,8 +67,8 @@ def test_default_train_py_on_shipped_sample(tmp_path):
         "trainer.limit_test_batches=1", "logger=csv", *QUIET, log_dir=tmp_path,
     )
     assert_ok(run)
-    metrics = run.stdout.split("Final metrics:")[1]
-    assert "val/" in metrics and "test/" in metrics
+    metrics = run.printed_metrics()
+    assert "val/epe3d" in metrics and "test/epe3d" in metrics and all(map(math.isfinite, metrics.values())), metrics
     assert (run.folder / "checkpoints" / "last.ckpt").is_file()
     assert str(tmp_path) in str(run.folder)  # no data or logs outside the run's folder tree
 
