@@ -163,7 +163,7 @@ def other_cases(device, sizes):
         values = lambda n, d, e=1: torch.randn(n, e, generator=torch.Generator().manual_seed(3)).to(d)  # noqa: E731
         specs = [
             ("radius", {"r": neighbourhood_radius(n), "max_neighbors": 32}, lambda n, d: (points(n, d),), False),
-            ("kernel_solve", {"kernel": "gaussian", "sigma": SIGMA, "alpha": 0.1, "tol": 1e-4},
+            ("kernel_solve", {"kernel": "gaussian", "sigma": SIGMA, "alpha": 1.0, "tol": 1e-3},
              lambda n, d: (points(n, d), values(n, d)), True),
             ("nadaraya_watson", {"kernel": "gaussian", "sigma": SIGMA},
              lambda n, d: (points(n, d, 1), points(n, d), values(n, d, 3)), True),
@@ -171,6 +171,8 @@ def other_cases(device, sizes):
         for name, params, call, quadratic in specs:
             for backend in ("keops", "torch"):
                 skip = quadratic_skip(n, device) if quadratic and not (backend == "keops" and device.type == "cuda") else None
+                if name == "kernel_solve" and backend == "torch" and device.type == "cpu" and n > 1000:
+                    skip = "one dense kernel product per iteration: skipped above 1000 points on CPU"
                 if name == "radius" and backend == "torch":
                     skip = quadratic_skip(n, device) if n > 20_000 and device.type == "cpu" else None
                 cases.append(Case(name, n, f"gdl-{backend}", "forward",
