@@ -18,7 +18,8 @@ class FPS(Operator):
 
         s_{t+1} = argmax_i min_{u <= t} |x_i - x_{s_u}|
 
-    starting from the item's first point (a uniformly random one with ``random_start``). Each item
+    starting from the item's first point (with ``random_start``, a uniformly random one drawn
+    from torch's global generator). Each item
     of n_b points gets ``ceil(ratio * n_b)`` samples, or ``n`` samples (give exactly one of the two).
     Returns int64 indices into x, item after item, each item's samples in the order chosen.
 

@@ -52,12 +52,12 @@ class Radius(Operator):
         k_items = pair.counts_y.clamp(max=self.max_neighbors)
         for k in k_items[pair.counts_x > 0].unique().tolist():
             items = (k_items == k) & (pair.counts_x > 0)
-            rows_x, rows_y = _rows_of(items, pair.start_x, pair.end_x), _rows_of(items, pair.start_y, pair.end_y)
-            sub_bx = None if batch_x is None else batch_x[rows_x.to(x.device)]
-            sub_by = None if batch_y is None else batch_y[rows_y.to(y.device)]
-            rows_x, rows_y = rows_x.to(x.device), rows_y.to(y.device)
+            rows_x = _rows_of(items, pair.start_x, pair.end_x).to(x.device)
+            rows_y = _rows_of(items, pair.start_y, pair.end_y).to(y.device)
+            sub_batch_x = None if batch_x is None else batch_x[rows_x]
+            sub_batch_y = None if batch_y is None else batch_y[rows_y]
             knn = KNN(k=int(k), backend=self.backend)
-            d, j = knn(x[rows_x], y[rows_y], sub_bx, sub_by)
+            d, j = knn(x[rows_x], y[rows_y], sub_batch_x, sub_batch_y)
             dists[rows_x, :k] = d
             idx[rows_x, :k] = rows_y[j]
         outside = dists > self.r
