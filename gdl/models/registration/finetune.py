@@ -27,7 +27,7 @@ class Finetune(torch.nn.Module):
         reach_factor: float = 3.0,
         smoothing: float = 0.2,
         iterations: int = 1,
-        scaling: float = 0.9,
+        scaling: float | None = None,
         backend: str = "auto",
     ):
         super().__init__()

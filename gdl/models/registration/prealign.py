@@ -60,7 +60,7 @@ class Prealign(torch.nn.Module):
         rotation_search: int = 1,
         search_axis: int = 1,
         num_points: int | None = 2048,
-        scaling: float = 0.9,
+        scaling: float | None = None,
         backend: str = "auto",
     ):
         super().__init__()
