@@ -105,7 +105,8 @@ def cases(device: torch.device, sizes: list[int]) -> list[Case]:
                 params = dict(in_channels=CHANNELS, out_channels=CHANNELS, hidden_units=HIDDEN)
                 out.append(
                     Case("quasi_geodesic_conv", n, implementation, mode,
-                         timed(lambda b=backend: gdl.ops.get("quasi_geodesic_conv", radius=radius, backend=b, **params),
+                         timed(lambda b=backend: gdl.ops.get("quasi_geodesic_conv", radius=radius,
+                                                             backend=b, **params),
                                lambda op, x, nrm, f, g: op(x, nrm, f, g), n, device, mode),
                          skip, dict(radius=radius, **params))
                 )

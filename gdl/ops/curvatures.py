@@ -97,5 +97,7 @@ class Curvatures(Operator):
 
 def _inverse_2x2(a: torch.Tensor) -> torch.Tensor:
     det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
-    adjugate = torch.stack([torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1), torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)], -2)
+    first_row = torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1)
+    second_row = torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)
+    adjugate = torch.stack([first_row, second_row], -2)
     return adjugate / det[:, None, None]

@@ -81,7 +81,9 @@ class OrientationField(Operator):
         self.radius = float(check_positive("radius", radius))
         self.hidden_units = check_positive("hidden_units", hidden_units, integer=True)
         self.score = torch.nn.Sequential(
-            torch.nn.Linear(in_channels, hidden_units), torch.nn.LeakyReLU(0.2), torch.nn.Linear(hidden_units, 1)
+            torch.nn.Linear(in_channels, hidden_units),
+            torch.nn.LeakyReLU(0.2),
+            torch.nn.Linear(hidden_units, 1),
         )
 
     def reset_parameters(self):

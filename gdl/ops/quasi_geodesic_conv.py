@@ -21,9 +21,9 @@ from gdl.ops.registry import register
 class QuasiGeodesicConv(Operator):
     r"""Trainable convolution on a sampled surface (Sverrisson et al., CVPR 2021).
 
-    The frames (u_i, v_i) are first rotated by the :class:`~gdl.ops.orientation_field.OrientationField`
-    submodule ``orientation`` (a learned canonical direction, which makes the output independent of
-    the input frames' rotation in the tangent plane). With F_i = [u'_i; v'_i; n_i] (3 x 3),
+    The frames (u_i, v_i) are first rotated by the submodule ``orientation``, an
+    :class:`~gdl.ops.orientation_field.OrientationField` (a learned canonical direction: the output
+    does not depend on the input frames' rotation in the tangent plane). With F_i = [u'_i; v'_i; n_i],
 
         X_ij = F_i (x_j - x_i) / radius                                  local coordinates,
         w_ij = exp(-|x_j - x_i|^2 (2 - <n_i, n_j>)^2 / radius^2)          quasi-geodesic window,
