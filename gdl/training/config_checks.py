@@ -80,7 +80,8 @@ def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> N
         if name not in parameters and not takes_any:
             raise ConfigError(f"{key}.{name}: not a parameter of {node['_target_']} (it takes {', '.join(parameters)})")
         value = node[name]
-        if name in hints and (value is None or isinstance(value, _SCALARS)) and not _matches(value, hints[name]):
+        none_by_default = value is None and name in parameters and parameters[name].default is None
+        if name in hints and not none_by_default and (value is None or isinstance(value, _SCALARS)) and not _matches(value, hints[name]):
             expected = getattr(hints[name], "__name__", None) or str(hints[name]).replace("typing.", "")
             raise ConfigError(f"{key}.{name}: expected {expected}, got {value!r}")
     missing = [
@@ -92,7 +93,7 @@ def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> N
         and name not in provided
         and name != "self"
     ]
-    if missing:
+    if missing and not node.get("_partial_", False):
         raise ConfigError(f"{key}: missing required parameter(s) {', '.join(missing)} of {node['_target_']}")
 
 
