@@ -56,7 +56,9 @@ def time_knn(n: int, k: int, device: torch.device, brute_queries: int) -> None:
             # Warm-up with the same search method: KeOps compiles each formula once.
             gdl.ops.get("knn", k=k, method=chosen, backend=backend)(x[:1000])
             seconds, _ = timed(lambda: knn(x[:queries], x), device)
-            subset = "" if queries == n else f" ({queries:,} query points of the {n:,}, to keep the demo short)"
+            subset = (
+                "" if queries == n else f" ({queries:,} query points of the {n:,}, to keep the demo short)"
+            )
             print(f"  {backend:<5} method={method} ({chosen}): {seconds * 1e3:9.1f} ms{subset}")
 
 

@@ -27,7 +27,13 @@ class FPS(Operator):
     runs in torch (all batch items advance together), ``backend`` is accepted for uniformity.
     """
 
-    def __init__(self, ratio: float | None = None, n: int | None = None, random_start: bool = False, backend: str = "auto"):
+    def __init__(
+        self,
+        ratio: float | None = None,
+        n: int | None = None,
+        random_start: bool = False,
+        backend: str = "auto",
+    ):
         super().__init__(backend)
         if (ratio is None) == (n is None):
             raise ValueError(f"give exactly one of ratio and n, got ratio={ratio!r}, n={n!r}")
@@ -53,7 +59,9 @@ class FPS(Operator):
             too_small = (present & (counts < self.n)).nonzero().flatten().tolist()
             if too_small:
                 b = too_small[0]
-                raise ValueError(f"n={self.n} is larger than batch item {b}, which has {int(counts[b])} points")
+                raise ValueError(
+                    f"n={self.n} is larger than batch item {b}, which has {int(counts[b])} points"
+                )
             samples = torch.where(present, self.n, 0)
         else:
             samples = torch.tensor([math.ceil(self.ratio * c) for c in counts.tolist()], dtype=torch.int64)
@@ -66,7 +74,8 @@ class FPS(Operator):
         rows = torch.where(valid, start[:, None] + column[None, :], 0).to(x.device)
         valid = valid.to(x.device)
         points = x.detach()[rows]
-        min_sqdist = torch.full(valid.shape, float("inf"), dtype=x.dtype, device=x.device).masked_fill(~valid, -1)
+        min_sqdist = torch.full(valid.shape, float("inf"), dtype=x.dtype, device=x.device)
+        min_sqdist = min_sqdist.masked_fill(~valid, -1)
         if self.random_start:
             current = (torch.rand(items) * counts).long().clamp(max=counts - 1).to(x.device)
         else:

@@ -36,7 +36,10 @@ class GridSubsample(Operator):
         feats = None if features is None else check_values("features", features, x.shape[0], x)
         cells = torch.floor(x.detach() / self.voxel_size)
         if not bool((cells.abs() < 2**62).all()):
-            raise ValueError(f"voxel_size={self.voxel_size} is too small for coordinates of magnitude {float(x.abs().max()):.3g}")
+            raise ValueError(
+                f"voxel_size={self.voxel_size} is too small for coordinates of magnitude "
+                f"{float(x.abs().max()):.3g}"
+            )
         keys = cells.long()
         if batch is not None:
             keys = torch.cat([batch[:, None], keys], dim=1)

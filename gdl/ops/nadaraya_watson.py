@@ -75,7 +75,9 @@ class NadarayaWatson(Operator):
             w = torch.ones_like(v[:, :1])
         check_batch("batch_query", batch_query, x_query.shape[0], x_query.device)
         check_batch("batch_src", batch_src, x_src.shape[0], x_src.device)
-        pair = batch_pair(batch_query, batch_src, x_query.shape[0], x_src.shape[0], "batch_query", "batch_src")
+        pair = batch_pair(
+            batch_query, batch_src, x_query.shape[0], x_src.shape[0], "batch_query", "batch_src"
+        )
         require_nonempty_targets(pair, "x_src")
         if weights is not None:
             for b, _, sy in pair.item_slices():
