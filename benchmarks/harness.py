@@ -100,7 +100,8 @@ def measure(case, device: torch.device, repeats: int) -> dict:
             row["peak_mb"] = memory.peak_mb
         row["median_ms"] = statistics.median(times)
     except Exception as error:
-        row["status"] = "out of memory" if is_out_of_memory(error) else f"error: {type(error).__name__}: {error}"
+        oom = is_out_of_memory(error)
+        row["status"] = "out of memory" if oom else f"error: {type(error).__name__}: {error}"
     finally:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -120,14 +121,18 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'operator':<16} {'n':>8} {'implementation':<15} {'mode':<17} {'median ms':>11} {'x keops':>8} {'peak MB':>9}  status"
+    header = (
+        f"{'operator':<16} {'n':>8} {'implementation':<15} {'mode':<17} "
+        f"{'median ms':>11} {'x keops':>8} {'peak MB':>9}  status"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         ms = f"{r['median_ms']:.2f}" if r["median_ms"] is not None else "-"
         ratio = f"{r['ratio_to_keops']:.2f}" if r.get("ratio_to_keops") else "-"
         peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
         lines.append(
-            f"{r['operator']:<16} {r['n']:>8} {r['implementation']:<15} {r['mode']:<17} {ms:>11} {ratio:>8} {peak:>9}  {r['status']}"
+            f"{r['operator']:<16} {r['n']:>8} {r['implementation']:<15} {r['mode']:<17} "
+            f"{ms:>11} {ratio:>8} {peak:>9}  {r['status']}"
         )
     return "\n".join(lines)
 
@@ -140,14 +145,19 @@ def environment(device: torch.device) -> dict:
             versions[package] = getattr(module, "__version__", "unknown")
         except ImportError:
             versions[package] = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
     return {
         "device": str(device),
         "device_name": name,
         "cpu_count": __import__("os").cpu_count(),
         "versions": versions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "RSS increase, sampled every 1 ms (psutil)",
+        "memory_measure": (
+            "cuda max_memory_allocated" if device.type == "cuda" else "RSS increase, sampled every 1 ms (psutil)"
+        ),
     }
 
 

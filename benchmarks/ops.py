@@ -33,9 +33,15 @@ def load_case_modules():
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--sizes", default=None, help="comma-separated numbers of points (default 1k,10k,100k; 1M on cuda)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
+    )
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated numbers of points (default 1k,10k,100k; 1M on cuda)"
+    )
     parser.add_argument("--ops", default=None, help="comma-separated operator names (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=HERE / "results")

@@ -87,11 +87,14 @@ def kernel_conv_cases(device, sizes):
             for impl in ("gdl-keops", "gdl-torch", "raw-keops", "dense-torch"):
                 if impl == "raw-keops" and backward:
                     continue
-                skip = quadratic_skip(n, device) if impl != "dense-torch" else dense_skip(n, device, 4 if backward else 2)
+                if impl == "dense-torch":
+                    skip = dense_skip(n, device, 4 if backward else 2)
+                else:
+                    skip = quadratic_skip(n, device)
                 if impl.endswith("keops") and device.type == "cuda":
                     skip = None
-                cases.append(Case("kernel_conv", n, impl, mode, kernel_conv_setup(n, device, impl, backward),
-                                  skip, {"kernel": "gaussian", "sigma": SIGMA}))
+                setup = kernel_conv_setup(n, device, impl, backward)
+                cases.append(Case("kernel_conv", n, impl, mode, setup, skip, {"kernel": "gaussian", "sigma": SIGMA}))
     return cases
 
 
@@ -104,7 +107,8 @@ def knn_setup(n, device, implementation):
             return lambda: op(x)
         if implementation == "raw-keops":
             LazyTensor = import_pykeops().LazyTensor
-            return lambda: ((LazyTensor(x[:, None, :]) - LazyTensor(x[None, :, :])) ** 2).sum(-1).argKmin(K, dim=1)
+            sqdist = ((LazyTensor(x[:, None, :]) - LazyTensor(x[None, :, :])) ** 2).sum(-1)
+            return lambda: sqdist.argKmin(K, dim=1)
         if implementation == "faiss":
             import faiss
 
@@ -157,35 +161,51 @@ def neighbourhood_radius(n: int, neighbours: int = K) -> float:
     return (neighbours / (n * 4 / 3 * math.pi)) ** (1 / 3)
 
 
+def random_values(n: int, device, columns: int = 1) -> torch.Tensor:
+    return torch.randn(n, columns, generator=torch.Generator().manual_seed(3)).to(device)
+
+
+def symbolic_skip(name: str, backend: str, n: int, device) -> str | None:
+    """Why a row of radius, kernel_solve or nadaraya_watson is not run here (None: it is)."""
+    if device.type != "cpu":
+        return None
+    if name == "radius":  # a KNN search: block-sparse for large clouds, so near-linear
+        return quadratic_skip(n, device) if backend == "torch" and n > 20_000 else None
+    if name == "kernel_solve" and backend == "torch" and n > 1000:
+        return "one dense kernel product per iteration: skipped above 1000 points on CPU"
+    return quadratic_skip(n, device)
+
+
 def other_cases(device, sizes):
     cases = []
     for n in sizes:
-        values = lambda n, d, e=1: torch.randn(n, e, generator=torch.Generator().manual_seed(3)).to(d)  # noqa: E731
         specs = [
-            ("radius", {"r": neighbourhood_radius(n), "max_neighbors": 32}, lambda n, d: (points(n, d),), False),
-            ("kernel_solve", {"kernel": "gaussian", "sigma": SIGMA, "alpha": 1.0, "tol": 1e-3},
-             lambda n, d: (points(n, d), values(n, d)), True),
-            ("nadaraya_watson", {"kernel": "gaussian", "sigma": SIGMA},
-             lambda n, d: (points(n, d, 1), points(n, d), values(n, d, 3)), True),
+            ("radius", {"r": neighbourhood_radius(n), "max_neighbors": 32}, lambda n, d: (points(n, d),)),
+            (
+                "kernel_solve",
+                {"kernel": "gaussian", "sigma": SIGMA, "alpha": 1.0, "tol": 1e-3},
+                lambda n, d: (points(n, d), random_values(n, d)),
+            ),
+            (
+                "nadaraya_watson",
+                {"kernel": "gaussian", "sigma": SIGMA},
+                lambda n, d: (points(n, d, 1), points(n, d), random_values(n, d, 3)),
+            ),
         ]
-        for name, params, call, quadratic in specs:
+        for name, params, inputs in specs:
             for backend in ("keops", "torch"):
-                skip = quadratic_skip(n, device) if quadratic and not (backend == "keops" and device.type == "cuda") else None
-                if name == "kernel_solve" and backend == "torch" and device.type == "cpu" and n > 1000:
-                    skip = "one dense kernel product per iteration: skipped above 1000 points on CPU"
-                if name == "radius" and backend == "torch":
-                    skip = quadratic_skip(n, device) if n > 20_000 and device.type == "cpu" else None
-                cases.append(Case(name, n, f"gdl-{backend}", "forward",
-                                  gdl_setup(n, device, name, {**params, "backend": backend}, call), skip, params))
+                setup = gdl_setup(n, device, name, {**params, "backend": backend}, inputs)
+                skip = symbolic_skip(name, backend, n, device)
+                cases.append(Case(name, n, f"gdl-{backend}", "forward", setup, skip, params))
         # One row each: the same torch code runs for both backends.
-        fps_skip = f"{n // 10} sequential steps over {n} points: skipped above {QUADRATIC_MAX_CPU} on CPU" if (
-            device.type == "cpu" and n > QUADRATIC_MAX_CPU) else None
-        cases.append(Case("fps", n, "gdl-torch", "forward",
-                          gdl_setup(n, device, "fps", {"ratio": 0.1}, lambda n, d: (points(n, d),)), fps_skip, {"ratio": 0.1}))
+        fps_skip = None
+        if device.type == "cpu" and n > QUADRATIC_MAX_CPU:
+            fps_skip = f"{n // 10} sequential steps over {n} points: skipped above {QUADRATIC_MAX_CPU} on CPU"
+        fps_setup = gdl_setup(n, device, "fps", {"ratio": 0.1}, lambda n, d: (points(n, d),))
+        cases.append(Case("fps", n, "gdl-torch", "forward", fps_setup, fps_skip, {"ratio": 0.1}))
         voxel = neighbourhood_radius(n, 8)
-        cases.append(Case("grid_subsample", n, "gdl-torch", "forward",
-                          gdl_setup(n, device, "grid_subsample", {"voxel_size": voxel}, lambda n, d: (points(n, d),)),
-                          None, {"voxel_size": voxel}))
+        grid_setup = gdl_setup(n, device, "grid_subsample", {"voxel_size": voxel}, lambda n, d: (points(n, d),))
+        cases.append(Case("grid_subsample", n, "gdl-torch", "forward", grid_setup, None, {"voxel_size": voxel}))
     return cases
 
 
