@@ -15,15 +15,19 @@ def bunny(shared_data):
     return (points - points.mean(0)) / points.std(0).max()  # unit scale
 
 
-def test_recovers_a_smooth_deformation_to_a_fifth_of_its_size(bunny, generator):
-    deformation = SyntheticDeformation(scales=(0.5,), amplitudes=(0.15,), num_controls=32, num_points=1000)
-    pair = deformation(bunny, generator)
-    finetune = Finetune(blurs=(0.1, 0.03), reach_factor=3.0, smoothing=0.1, iterations=2, backend="torch")
-    displacement = finetune(pair.source, pair.target)
-    before = pair.flow.norm(dim=1).mean()
-    after = (displacement - pair.flow).norm(dim=1).mean()
+@pytest.mark.slow
+def test_recovers_a_smooth_deformation_to_a_quarter_of_its_size(bunny, generator):
+    # the target is the same 1500 points, deformed and shuffled: their spacing is well below the motion
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:1500]]
+    deformation = SyntheticDeformation(scales=(1.0,), amplitudes=(0.5,), num_controls=32)
+    pair = deformation(cloud, generator)
+    source, flow = pair.source, pair.flow
+    finetune = Finetune(blurs=(0.03,), reach_factor=None, smoothing=0.05, iterations=1, backend="torch")
+    displacement = finetune(source, pair.target)
+    before = flow.norm(dim=1).mean()
+    after = (displacement - flow).norm(dim=1).mean()
     print(f"mean displacement {before:.4f}, mean error after fine-tuning {after:.4f}")
-    assert after < 0.2 * before
+    assert after < 0.25 * before
 
 
 def test_initial_displacement_is_refined_not_replaced(bunny, generator):

@@ -59,7 +59,7 @@ def _clock(device: torch.device) -> float:
 PRESETS = {
     "kitti": {
         "prealign": dict(mode="rigid", blurs=(2.0, 0.5, 0.2), reach_factor=3.0, iterations=2, num_points=1024, scaling=0.7),
-        "finetune": dict(blurs=(0.5, 0.2), reach_factor=2.0, smoothing=0.5, iterations=2),
+        "finetune": dict(blurs=(0.5, 0.2), reach_factor=10.0, smoothing=0.5, iterations=2),
     },
     "lung": {
         "prealign": dict(mode="affine", blurs=(0.2, 0.05), reach_factor=None, iterations=2, num_points=4096, scaling=0.7),
