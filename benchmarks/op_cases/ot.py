@@ -20,6 +20,9 @@ TENSORIZED_MAX_N = 5000
 ONLINE_MAX_N_CPU = 10_000
 POT_MAX_N = 5000
 MODES = ("forward", "forward+backward")
+# Row names per solver ("x keops" ratios refer to gdl-keops, the online solver).
+GDL_NAMES = {"tensorized": "gdl-torch", "online": "gdl-keops", "multiscale": "gdl-multiscale"}
+GEOMLOSS_NAMES = {"tensorized": "geomloss-dense", "online": "geomloss-online", "multiscale": "geomloss-ms"}
 
 
 def clouds(n: int, device: torch.device, dtype=torch.float32):
@@ -90,7 +93,7 @@ def cases(device: torch.device, sizes: list[int]) -> list[Case]:
         for solver in ("tensorized", "online", "multiscale"):
             skip = solver_skip(solver, n, device)
             params = dict(solver=solver, blur=BLUR, scaling=SCALING, debias=True)
-            implementation = "gdl-torch" if solver == "tensorized" else "gdl-keops"
+            implementation = GDL_NAMES[solver]
             for mode in MODES:
                 out.append(
                     Case("sinkhorn", n, implementation, mode,
@@ -98,7 +101,7 @@ def cases(device: torch.device, sizes: list[int]) -> list[Case]:
                          skip, params)
                 )
                 out.append(
-                    Case("sinkhorn", n, "geomloss", mode,
+                    Case("sinkhorn", n, GEOMLOSS_NAMES[solver], mode,
                          lambda s=solver, m=mode, k=n: timed_loss(geomloss_loss(s), k, device, m)(),
                          skip, params)
                 )
