@@ -22,12 +22,15 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (these tes
 @dataclass
 class Case:
     """Operator parameters, a builder ``inputs(generator) -> dict`` of float64 CPU keyword inputs,
-    the names of the inputs to differentiate, and a tolerance scale for float32."""
+    the names of the inputs to differentiate, and relative tolerances in float32 and float64
+    (iterative solvers that differ between backends, e.g. GeomLoss' online and tensorized Sinkhorn,
+    agree to about 1e-6 rather than to rounding)."""
 
     params: dict
     inputs: Callable[[torch.Generator], dict]
     differentiable: tuple[str, ...] = ()
     float32_tolerance: float = 1e-3
+    float64_tolerance: float = 1e-6
     label: str = ""
 
 
@@ -143,15 +146,15 @@ CASES: dict[str, list[Case]] = {
              ("x_query", "x_src", "features_src")),
     ],
     "sinkhorn": [
-        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y", "a", "b"), float32_tolerance=1e-2),
-        Case({"blur": 0.1, "reach": 0.5, "scaling": 0.9}, ot_inputs, ("x", "y"), float32_tolerance=1e-2,
+        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y", "a", "b"), float32_tolerance=1e-2, float64_tolerance=1e-5),
+        Case({"blur": 0.1, "reach": 0.5, "scaling": 0.9}, ot_inputs, ("x", "y"), float32_tolerance=1e-2, float64_tolerance=1e-5,
              label="unbalanced"),
     ],
     "sinkhorn_potentials": [
-        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y"), float32_tolerance=1e-2),
+        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y"), float32_tolerance=1e-2, float64_tolerance=1e-5),
     ],
     "robot_map": [
-        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y"), float32_tolerance=1e-2),
+        Case({"blur": 0.1, "scaling": 0.7}, ot_inputs, ("x", "y"), float32_tolerance=1e-2, float64_tolerance=1e-5),
     ],
     "weighted_procrustes": [
         Case({"mode": "rigid"},
@@ -208,7 +211,7 @@ def compare_backends(name, case, device, dtype, generator):
     seed = int(torch.randint(0, 2**31, (1,), generator=generator))
     outputs, grads = run(name, case, inputs, device, dtype, "keops", seed)
     ref_outputs, ref_grads = run(name, case, inputs, "cpu", torch.float64, "torch", seed)
-    tol = {"rtol": 1e-6, "atol": 1e-8} if dtype == torch.float64 else {
+    tol = {"rtol": case.float64_tolerance, "atol": case.float64_tolerance / 100} if dtype == torch.float64 else {
         "rtol": case.float32_tolerance, "atol": case.float32_tolerance}
     assert len(outputs) == len(ref_outputs)
     for out, ref in zip(outputs, ref_outputs):
