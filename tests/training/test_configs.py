@@ -176,7 +176,7 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
 
 def test_keops_cache_folder_per_rank(tmp_path, monkeypatch):
     monkeypatch.setenv("KEOPS_CACHE_FOLDER", str(tmp_path))
-    monkeypatch.delenv("GDL_KEOPS_CACHE_BASE", raising=False)
+    monkeypatch.setenv("GDL_KEOPS_CACHE_BASE", "")  # recorded, so the value set below is undone
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert isolate_keops_cache(distributed=False) == tmp_path
     with warnings.catch_warnings():

@@ -119,7 +119,7 @@ def test_wandb_offline_run_folder_then_eval_py_on_best_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_cpu_runs_two_processes(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops")})
+    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops"), "GDL_KEOPS_CACHE_BASE": ""})
     assert_ok(run)
     output = run.stdout + run.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
