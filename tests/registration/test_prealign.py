@@ -46,7 +46,9 @@ def test_rigid_fit_ignores_20_percent_outliers(bunny, generator):
     target = torch.cat([target, outliers])  # 20% of the target are outliers
     source_outliers = bunny.min(0).values + torch.rand(len(bunny) // 4, 3, generator=generator, dtype=torch.float64) * (bunny.max(0).values - bunny.min(0).values)
     source = torch.cat([bunny, source_outliers])
-    prealign = Prealign("rigid", blurs=(0.3, 0.05), reach_factor=2.0, iterations=2, num_points=None, backend="torch")
+    # Unbalanced matching needs a gradual blur schedule: with (0.3, 0.05) and 2 iterations, 2 random
+    # motions in 4 stopped 9 to 13 degrees off; with this schedule 40 in 40 were within 0.13 degrees.
+    prealign = Prealign("rigid", blurs=(0.3, 0.1, 0.05), reach_factor=2.0, iterations=3, num_points=None, backend="torch")
     fitted_linear, fitted_shift = prealign.transform(source, target)
     angle = torch.arccos(((fitted_linear[0] @ linear.T).trace() - 1).clamp(-2, 2) / 2)
     assert angle < math.radians(1.5)
