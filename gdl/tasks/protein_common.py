@@ -51,3 +51,11 @@ def log_surface(task, key: str, surface: Surface, values: torch.Tensor) -> None:
         return
     first = surface.batch == 0
     log_point_cloud(task, key, surface.points[first].detach().cpu(), values[first].detach().cpu())
+
+
+def side_outputs(model: DMaSIF, sides: ComplexSurfaces) -> list[torch.Tensor]:
+    """The model's output on each side's surface: site logits or search embeddings."""
+    return [
+        model(surface, atoms, types, atom_batch)
+        for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch)
+    ]

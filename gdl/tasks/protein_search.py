@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 import gdl.ops
 from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import complex_surfaces, log_surface
+from gdl.tasks.protein_common import side_outputs, complex_surfaces, log_surface
 
 
 def pair_scores(sides, embeddings, generator=None):
@@ -85,11 +85,7 @@ class ProteinSearchTask(L.LightningModule):
 
     def _shared_step(self, batch, rotate: bool):
         sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
-        embeddings = [
-            self.model(surface, atoms, types, atom_batch)
-            for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch)
-        ]
-        return sides, embeddings
+        return sides, side_outputs(self.model, sides)
 
     def training_step(self, batch, batch_idx):
         sides, embeddings = self._shared_step(batch, self.hparams.random_rotation)

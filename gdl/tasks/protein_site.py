@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import complex_surfaces, log_surface
+from gdl.tasks.protein_common import side_outputs, complex_surfaces, log_surface
 
 
 def balanced_bce(logits: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
@@ -59,11 +59,7 @@ class ProteinSiteTask(L.LightningModule):
 
     def _shared_step(self, batch, rotate: bool):
         sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
-        logits = [
-            self.model(surface, atoms, types, atom_batch)
-            for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch)
-        ]
-        return sides, logits
+        return sides, side_outputs(self.model, sides)
 
     def training_step(self, batch, batch_idx):
         sides, logits = self._shared_step(batch, self.hparams.random_rotation)
