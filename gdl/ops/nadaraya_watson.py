@@ -12,6 +12,8 @@ from gdl.ops.kernels import any_sqrt, check_kernel, check_sigmas, dense_sqdist, 
 from gdl.ops.registry import register
 
 LOG_DOMAIN_KERNELS = ("gaussian", "laplacian")
+# log(0) for zero weights: finite, so that exp(LOG_ZERO - shift) is exactly 0 and never NaN.
+LOG_ZERO = -100000.0
 
 
 def log_kernel(kernel: str, sqdist, sigmas: tuple[float, ...]):
@@ -45,9 +47,10 @@ class NadarayaWatson(Operator):
     x = ``x_query``, y = ``x_src``, v = ``values`` of shape (M,) or (M, E), w = ``weights`` (M,),
     non-negative (all ones when None). ``k`` is gaussian, laplacian, cauchy or
     inverse_multiquadric (:mod:`gdl.ops.kernels`, summed over a list of ``sigma``). Gaussian and
-    laplacian weights are computed as a softmax in the log domain, exp(log k_ij - max_j log k_ij),
-    so that queries far from every source point still get the weighted average of their nearest
-    sources instead of 0/0. Differentiable in x_query, x_src, values and weights.
+    laplacian weights are computed as a softmax in the log domain, exp(log w_j k_ij - max_j log w_j
+    k_ij), so that queries far from every positively weighted source point still get the weighted
+    average of the nearest ones instead of 0/0. Differentiable in x_query, x_src, values and
+    weights (the derivative in a weight that is exactly 0 is taken as 0).
     """
 
     def __init__(self, kernel: str = "gaussian", sigma=1.0, backend: str = "auto"):
@@ -83,42 +86,49 @@ class NadarayaWatson(Operator):
             for b, _, sy in pair.item_slices():
                 if pair.counts_x[b] > 0 and not bool((w[sy] > 0).any()):
                     raise ValueError(f"weights are all zero in batch item {b}")
-        # Numerator and denominator in one reduction: sum_j e_ij [w_j v_j, w_j].
-        wv = torch.cat([w * v, w], dim=1).contiguous()
-        if self.backend_for(x_query.device) == "keops":
-            sums = self._keops(x_query, x_src, wv, pair)
+        if self.kernel in LOG_DOMAIN_KERNELS:
+            # Weights join the exponent: sum_j exp(log w_j + log k_ij - shift_i) [v_j, 1].
+            positive = w[:, 0] > 0
+            log_w = torch.where(positive, torch.where(positive, w[:, 0], 1).log(), LOG_ZERO)
+            wv = torch.cat([v, torch.ones_like(v[:, :1])], dim=1).contiguous()
         else:
-            sums = self._dense(x_query, x_src, wv, pair)
+            log_w, wv = None, torch.cat([w * v, w], dim=1).contiguous()
+        if self.backend_for(x_query.device) == "keops":
+            sums = self._keops(x_query, x_src, log_w, wv, pair)
+        else:
+            sums = self._dense(x_query, x_src, log_w, wv, pair)
         out = sums[:, :-1] / sums[:, -1:]
         return out if values.dim() == 2 else out[:, 0]
 
-    def _keops(self, x, y, wv, pair):
+    def _keops(self, x, y, log_w, wv, pair):
         sqdist = lazy_sqdist(x, y)
         ranges = pair.keops_ranges(x.device) if pair.num_items > 1 else None
-        if self.kernel in LOG_DOMAIN_KERNELS:
-            log_k = log_kernel(self.kernel, sqdist, self.sigmas)
-            with torch.no_grad():
-                log_k_const = log_kernel(self.kernel, lazy_sqdist(x.detach(), y.detach()), self.sigmas)
-                if ranges is not None:
-                    log_k_const.ranges = ranges
-                shift = log_k_const.max(dim=1)
+        if log_w is not None:
             LazyTensor = import_pykeops().LazyTensor
-            e_ij = (log_k - LazyTensor(shift.contiguous()[:, None, :])).exp()
+            log_wk = LazyTensor(log_w.contiguous()[None, :, None]) + log_kernel(self.kernel, sqdist, self.sigmas)
+            with torch.no_grad():
+                log_wk_const = LazyTensor(log_w.detach().contiguous()[None, :, None]) + log_kernel(
+                    self.kernel, lazy_sqdist(x.detach(), y.detach()), self.sigmas
+                )
+                if ranges is not None:
+                    log_wk_const.ranges = ranges
+                shift = log_wk_const.max(dim=1)
+            e_ij = (log_wk - LazyTensor(shift.contiguous()[:, None, :])).exp()
         else:
             e_ij = radial_kernel(self.kernel, sqdist, self.sigmas)
         if ranges is not None:
             e_ij.ranges = ranges
         return e_ij @ wv
 
-    def _dense(self, x, y, wv, pair):
+    def _dense(self, x, y, log_w, wv, pair):
         blocks = []
         for _, sx, sy in pair.item_slices():
             xs, ys, wvs = x[sx], y[sy], wv[sy]
             for rows in row_chunks(xs.shape[0], ys.shape[0]):
                 sqdist = dense_sqdist(xs[rows], ys)
-                if self.kernel in LOG_DOMAIN_KERNELS:
-                    log_k = log_kernel(self.kernel, sqdist, self.sigmas)
-                    e = (log_k - log_k.detach().max(dim=1, keepdim=True).values).exp()
+                if log_w is not None:
+                    log_wk = log_w[sy][None, :] + log_kernel(self.kernel, sqdist, self.sigmas)
+                    e = (log_wk - log_wk.detach().max(dim=1, keepdim=True).values).exp()
                 else:
                     e = radial_kernel(self.kernel, sqdist, self.sigmas)
                 blocks.append(e @ wvs)

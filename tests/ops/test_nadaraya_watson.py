@@ -49,6 +49,22 @@ def test_far_queries_get_their_nearest_source_value(generator, backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_zero_weights_near_a_far_query_are_ignored(generator, backend):
+    """A far query whose nearest sources weigh 0 gets the value of the nearest weighted source,
+    finite (0/0 if the log-domain shift ignored the weights)."""
+    xs = torch.rand(20, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(20, 2, generator=generator, dtype=torch.float64)
+    xq = xs[:3] + torch.tensor([30.0, 0, 0], dtype=torch.float64)
+    nearest_first = torch.cdist(xq, xs).argsort(dim=1)
+    weights = torch.ones(20, dtype=torch.float64)
+    weights[nearest_first[:, :3].flatten()] = 0.0
+    out = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=0.05, backend=backend)(xq, xs, values, weights)
+    d = torch.cdist(xq, xs).masked_fill(weights[None, :] == 0, float("inf"))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, values[d.argmin(dim=1)])
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
 def test_ragged_batch_equals_per_item_calls(generator, backend):
     sizes_q, sizes_s = [10, 0, 15], [8, 4, 12]
     xq = torch.rand(25, 3, generator=generator, dtype=torch.float64)
