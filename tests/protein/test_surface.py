@@ -62,17 +62,25 @@ def test_protein_surface_near_level_set_outside_atoms_normals_outward(protein, g
     atoms, types = protein
     points, normals, _ = atoms_to_surface(atoms, types, generator=generator)
     radii = atom_radii(types)
-    sdf = reference_sdf(points, atoms, radii)
-    assert (sdf - 1.05).abs().max() < 0.1
-    gaps = torch.cdist(points.double(), atoms.double()) - radii.double()
+    # The dMaSIF convention: smoothing scale 0.5 for hydrogen, proportional to the van der Waals radius.
+    sigma = 0.5 * radii / 1.10
+    sdf = reference_sdf(points, atoms, sigma)
+    assert abs(float(sdf.median()) - 1.05) < 0.02, float(sdf.median())
+    assert float((sdf - 1.05).abs().quantile(0.95)) < 0.1
+    assert (sdf - 1.05).abs().max() < 0.25
+    # On the molecular surface: outside every van der Waals sphere, a fraction of an angstrom away
+    # (the level set of the smooth distance, not a shell several angstroms out).
+    gaps = (torch.cdist(points.double(), atoms.double()) - radii.double()).min(1).values
     assert float(gaps.min()) > 0, "a surface point lies inside an atom's van der Waals sphere"
+    assert 0.2 < float(gaps.median()) < 1.0, float(gaps.median())
+    assert float(gaps.quantile(0.95)) < 1.5, float(gaps.quantile(0.95))
     assert torch.allclose(normals.norm(dim=1), torch.ones(len(points)), atol=1e-4)
     step = 0.3 * normals
-    assert bool((reference_sdf(points + step, atoms, radii) > sdf).all()), "normals must point outward"
-    assert bool((reference_sdf(points - step, atoms, radii) < sdf).all())
+    assert bool((reference_sdf(points + step, atoms, sigma) > sdf).all()), "normals must point outward"
+    assert bool((reference_sdf(points - step, atoms, sigma) < sdf).all())
     # Covered everywhere: the most exposed atoms (highest SDF at their centre) all have a surface
     # point within a few angstroms.
-    at_atoms = reference_sdf(atoms, atoms, radii)
+    at_atoms = reference_sdf(atoms, atoms, sigma)
     exposed = at_atoms > at_atoms.quantile(0.8)
     nearest = torch.cdist(atoms[exposed], points).min(1).values
     assert float(nearest.max()) < 6.0
