@@ -43,8 +43,10 @@ BALANCED_SCALING = 0.5
 UNBALANCED_SCALING = 0.9
 # Largest dense cost matrix (entries) the tensorized solver builds; GeomLoss' own "auto" threshold.
 TENSORIZED_MAX_ELEMENTS = 5000**2
-# Above this many cost entries (and in D <= 3, p = 2), the KeOps solvers switch to multiscale.
-MULTISCALE_MIN_ELEMENTS = 10000**2
+# Above this many cost entries (and in D <= 3, p = 2), the KeOps solvers switch to multiscale, as
+# in GeomLoss' own "auto". Measured on a KITTI pair of 8,192 points (robot_map, blur 0.05 m, reach
+# 2 m, CPU): multiscale 41 s, online 102 s, barycentric EPE3D 0.17954 vs 0.17961 m.
+MULTISCALE_MIN_ELEMENTS = TENSORIZED_MAX_ELEMENTS
 # Relative tolerance on equal total masses in balanced OT.
 MASS_RTOL = 1e-4
 

@@ -25,11 +25,14 @@ def _motion(generator, affine: bool):
     return linear, 0.3 * torch.randn(3, generator=generator, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("mode", ["rigid", "affine"])
-def test_recovers_a_known_motion(bunny, generator, mode):
+@pytest.mark.parametrize("mode, robust_factor", [("rigid", None), ("affine", None), ("rigid", 1.0)])
+def test_recovers_a_known_motion(bunny, generator, mode, robust_factor):
     linear, shift = _motion(generator, mode == "affine")
     target = apply_transform(bunny, linear, shift)
-    prealign = Prealign(mode, blurs=(0.3, 0.05), reach_factor=None, iterations=2, num_points=None, backend="torch")
+    prealign = Prealign(
+        mode, blurs=(0.3, 0.05), reach_factor=None, iterations=2, num_points=None, robust_factor=robust_factor,
+        backend="torch",
+    )
     fitted_linear, fitted_shift = prealign.transform(bunny, target)
     torch.testing.assert_close(fitted_linear[0], linear, atol=2e-2, rtol=0)
     displacement = prealign(bunny, target)
@@ -73,3 +76,5 @@ def test_rejects_bad_parameters():
         Prealign("similar")
     with pytest.raises(ValueError, match="blurs"):
         Prealign(blurs=(1.0, -0.1))
+    with pytest.raises(ValueError, match="robust_factor"):
+        Prealign(robust_factor=0.0)

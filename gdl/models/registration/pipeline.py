@@ -58,8 +58,13 @@ def _clock(device: torch.device) -> float:
 # Step parameters for metre-scale lidar scenes (KITTI) and unit-scale lung trees (1 unit = 100 mm).
 PRESETS = {
     "kitti": {
-        "prealign": dict(mode="rigid", blurs=(2.0, 0.5, 0.2), reach_factor=3.0, iterations=2, num_points=1024, scaling=0.7),
-        "finetune": dict(blurs=(0.5, 0.2), reach_factor=10.0, smoothing=0.5, iterations=2),
+        "prealign": dict(
+            mode="rigid", blurs=(2.0, 1.0, 0.5, 0.25, 0.1, 0.05), reach_factor=3.0, iterations=3, num_points=2048,
+            scaling=0.7, robust_factor=1.0,
+        ),
+        "finetune": dict(
+            blurs=(0.2, 0.1, 0.05), reach_factor=(10.0, 20.0, 20.0), smoothing=(1.0, 0.5, 0.25), iterations=1
+        ),
     },
     "lung": {
         "prealign": dict(mode="affine", blurs=(0.2, 0.05), reach_factor=None, iterations=2, num_points=4096, scaling=0.7),

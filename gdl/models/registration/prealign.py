@@ -3,8 +3,15 @@ coarse to fine.
 
 Starting from the translation that aligns the centroids, at each blur scale s (largest first) and
 iteration: match the warped source T(x) to the target by robust OT (reach = ``reach_factor`` * s),
-then refit T = argmin_T sum_i c_i |T(x_i) - y_hat_i|^2 on the original source (registry
-``weighted_procrustes``). Coarse scales see the whole scene and survive large motions; fine scales
+then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the original source (registry
+``weighted_procrustes``) with the robust weights
+
+    w_i = c_i / (1 + r_i^2 / tau^2)^2,   r_i = |T(x_i) - y_hat_i|,
+    tau = max(``robust_factor`` * s, median of the item's r_i)
+
+(Geman-McClure, its scale never below the typical residual so that a poor start still sees most
+points; ``robust_factor=None``: w_i = c_i). They let the fit lock onto the dominant motion,
+e.g. the static background of a lidar scene, instead of averaging it with moving objects. Coarse scales see the whole scene and survive large motions; fine scales
 make the fit accurate. With ``rotation_search`` = R > 1 the first scale starts from R rotations
 about ``search_axis`` and keeps, per batch item, the one with the lowest unbalanced matching cost
 mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
@@ -48,6 +55,11 @@ def item_means(values: torch.Tensor, batch: torch.Tensor | None, items: int) -> 
     return total / count.clamp_min(1).view((items,) + (1,) * (values.dim() - 1))
 
 
+def item_medians(values: torch.Tensor, index: torch.Tensor, items: int) -> torch.Tensor:
+    """Per-item (lower) medians of (N,) values; 0 for an empty item."""
+    return torch.stack([values[index == b].median() if bool((index == b).any()) else values.new_zeros(()) for b in range(items)])
+
+
 class Prealign(torch.nn.Module):
     """``displacement = prealign(source, target, batch_source, batch_target)`` = T(x) - x."""
 
@@ -61,9 +73,12 @@ class Prealign(torch.nn.Module):
         search_axis: int = 1,
         num_points: int | None = 2048,
         scaling: float | None = None,
+        solver: str = "auto",
+        robust_factor: float | None = None,
         backend: str = "auto",
     ):
         super().__init__()
+        self.robust_factor = None if robust_factor is None else float(check_positive("robust_factor", robust_factor))
         self.mode = check_choice("mode", mode, ("rigid", "affine"))
         self.iterations = check_positive("iterations", iterations, integer=True)
         self.rotation_search = check_positive("rotation_search", rotation_search, integer=True)
@@ -71,7 +86,7 @@ class Prealign(torch.nn.Module):
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
+            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, solver, backend) for b in blurs
         )
         self.fit = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
 
@@ -109,8 +124,15 @@ class Prealign(torch.nn.Module):
         cost = None
         for matching in matchings:
             for _ in range(self.iterations):
-                matched, confidence = matching(apply_transform(x, linear, translation, bx), y, bx, by)
-                linear, translation = self.fit(x, matched, confidence, bx)
+                warped = apply_transform(x, linear, translation, bx)
+                matched, confidence = matching(warped, y, bx, by)
+                weights = confidence
+                if self.robust_factor is not None:
+                    residual = (warped - matched).norm(dim=1)
+                    index = torch.zeros_like(residual, dtype=torch.long) if bx is None else bx
+                    tau = item_medians(residual, index, linear.shape[0]).clamp_min(self.robust_factor * matching.blur)
+                    weights = confidence / (1 + (residual / tau[index]) ** 2) ** 2
+                linear, translation = self.fit(x, matched, weights, bx)
                 if linear.dim() == 2:
                     linear, translation = linear[None], translation[None]
                 residual = ((apply_transform(x, linear, translation, bx) - matched) ** 2).sum(1)
