@@ -16,7 +16,7 @@ import torch
 
 from gdl.data.kitti import list_scene_pairs, read_scene_pair, standard_protocol
 from gdl.models.registration.metrics import scene_flow_metrics
-from gdl.models.registration.pipeline import build_pipeline
+from gdl.models.registration.pipeline import FINETUNE_MODELS, build_pipeline
 
 COLUMNS = ("EPE3D", "Acc3DS", "Acc3DR", "Outliers", "seconds")
 
@@ -26,13 +26,14 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="folder of pairs (NNNNNN/pc1.npy, pc2.npy or FlowNet3D .npz)")
     parser.add_argument("--points", default="8192", help="points per frame after the standard protocol, or 'all'")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
+    parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint for the flow step")
     parser.add_argument("--json", default="benchmarks/results/kitti.json", help="output JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the protocol's point sampling")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     points = None if args.points == "all" else int(args.points)
-    pipeline = build_pipeline(args.steps.split(","), "kitti", args.ckpt).to(args.device)
+    pipeline = build_pipeline(args.steps.split(","), "kitti", args.ckpt, finetune_model=args.finetune).to(args.device)
     rows = {}
     print(f"steps: {args.steps}   points: {args.points}   device: {args.device}")
     print(f"{'pair':>10} " + " ".join(f"{c:>9}" for c in COLUMNS))

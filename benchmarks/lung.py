@@ -18,7 +18,7 @@ import torch
 import gdl.ops
 from gdl.data.lung import MM_PER_UNIT, read_lung_pair
 from gdl.data.synthetic import SyntheticDeformation
-from gdl.models.registration.pipeline import build_pipeline
+from gdl.models.registration.pipeline import FINETUNE_MODELS, build_pipeline
 
 
 def _subset(points: np.ndarray, weights: np.ndarray, n: int | None, seed: int):
@@ -33,6 +33,7 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="folder with copd1_source.vtk and copd1_target.vtk")
     parser.add_argument("--case", default="copd1")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
+    parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint for the flow step (lung_flow)")
     parser.add_argument("--points", default="all", help="points per tree, or 'all'")
     parser.add_argument("--synthetic", type=int, default=3, help="synthetic deformations to recover")
@@ -49,7 +50,7 @@ def main(argv=None):
     a = torch.from_numpy(w_source / w_source.sum()).to(device)
     b = torch.from_numpy(w_target / w_target.sum()).to(device)
     distance = gdl.ops.get("sinkhorn", p=2, blur=args.blur, debias=True)
-    pipeline = build_pipeline(args.steps.split(","), "lung", args.ckpt).to(device)
+    pipeline = build_pipeline(args.steps.split(","), "lung", args.ckpt, finetune_model=args.finetune).to(device)
 
     timings = {}
     with torch.no_grad():

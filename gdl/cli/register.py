@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gdl.data.pointclouds import read_points, write_points
-from gdl.models.registration.pipeline import PRESETS, build_pipeline
+from gdl.models.registration.pipeline import FINETUNE_MODELS, PRESETS, build_pipeline
 
 
 def plot_before_after(source, warped, target, path, max_points: int = 20000) -> Path:
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("target", help="fixed point cloud (.vtk, .ply or .npy)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
+    parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint, needed by the flow step")
     parser.add_argument("--preset", default="kitti", choices=sorted(PRESETS), help="step parameters: metre-scale scenes or unit-scale lungs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
 
     source, source_data = read_points(args.source)
     target, _ = read_points(args.target)
-    pipeline = build_pipeline(args.steps.split(","), args.preset, args.ckpt).to(args.device)
+    pipeline = build_pipeline(args.steps.split(","), args.preset, args.ckpt, finetune_model=args.finetune).to(args.device)
     with torch.no_grad():
         displacement = pipeline(torch.from_numpy(source).to(args.device), torch.from_numpy(target).to(args.device))
     displacement = displacement.cpu().numpy()

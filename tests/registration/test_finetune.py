@@ -36,3 +36,13 @@ def test_initial_displacement_is_refined_not_replaced(bunny, generator):
     finetune = Finetune(blurs=(0.05,), reach_factor=None, smoothing=0.2, backend="torch")
     displacement = finetune(source, source + shift, initial=shift.expand_as(source).clone())
     assert (displacement - shift).norm(dim=1).max() < 0.01
+
+
+def test_per_scale_parameters_are_checked():
+    finetune = Finetune(blurs=(0.1, 0.05), reach_factor=(2.0, None), smoothing=(0.3, 0.1), backend="torch")
+    assert [m.reach for m in finetune.matchings] == [0.2, None]
+    assert [s.sigmas for s in finetune.smoothers] == [(0.3,), (0.1,)]
+    with pytest.raises(ValueError, match="smoothing must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.05), smoothing=(0.3, 0.2, 0.1))
+    with pytest.raises(ValueError, match="smoothing"):
+        Finetune(blurs=(0.1,), smoothing=-1.0)

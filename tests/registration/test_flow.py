@@ -52,6 +52,17 @@ def test_pipeline_composes_steps_and_checks_inputs(generator):
         build_pipeline(["prealign", "teleport"])
     with pytest.raises(ValueError, match="checkpoint"):
         build_pipeline(["flow"])
+    with pytest.raises(ValueError, match="finetune_model"):
+        build_pipeline(["finetune"], finetune_model="spline")
+
+
+def test_build_pipeline_picks_the_finetune_model():
+    from gdl.models.registration.finetune import Finetune
+    from gdl.models.registration.lddmm import LDDMMRegistration
+
+    assert build_pipeline(["prealign", "finetune"], "lung").steps == ["prealign", "finetune"]
+    assert isinstance(build_pipeline(["finetune"], "lung").finetune, Finetune)
+    assert isinstance(build_pipeline(["finetune"], "lung", finetune_model="lddmm").finetune, LDDMMRegistration)
 
 
 def test_command_line_writes_warped_source_displacement_and_png(tmp_path, generator):

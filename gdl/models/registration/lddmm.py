@@ -77,8 +77,10 @@ class LDDMMRegistration(torch.nn.Module):
         self.lr, self.regularisation = float(lr), float(regularisation)
 
     def forward(self, source, target, batch_source=None, batch_target=None):
+        """Optimises its momenta with autograd, also when called under ``torch.no_grad()``."""
         pair = batch_pair(batch_source, batch_target, source.shape[0], target.shape[0])
-        parts = [self._register(source[sx], target[sy]) for _, sx, sy in pair.item_slices()]
+        with torch.enable_grad():
+            parts = [self._register(source[sx], target[sy]) for _, sx, sy in pair.item_slices()]
         return torch.cat(parts) if parts else torch.zeros_like(source)
 
     def _register(self, source, target):

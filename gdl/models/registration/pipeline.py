@@ -55,7 +55,8 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-# Step parameters for metre-scale lidar scenes (KITTI) and unit-scale lung trees (1 unit = 100 mm).
+# Step parameters for metre-scale lidar scenes (KITTI) and unit-scale lung trees (1 unit = 100 mm);
+# "lddmm" parametrises the diffeomorphic fine-tuning (``finetune_model="lddmm"``).
 PRESETS = {
     "kitti": {
         "prealign": dict(
@@ -65,10 +66,12 @@ PRESETS = {
         "finetune": dict(
             blurs=(0.2, 0.1, 0.05), reach_factor=(10.0, 20.0, 20.0), smoothing=(1.0, 0.5, 0.25), iterations=1
         ),
+        "lddmm": dict(sigma=2.0, steps=5, num_controls=512, blur=0.1, reach=2.0, iterations=30, lr=0.1),
     },
     "lung": {
         "prealign": dict(mode="affine", blurs=(0.2, 0.05), reach_factor=None, iterations=2, num_points=4096, scaling=0.7),
         "finetune": dict(blurs=(0.03, 0.01), reach_factor=5.0, smoothing=0.03, iterations=2),
+        "lddmm": dict(sigma=0.1, steps=5, num_controls=512, blur=0.01, reach=None, iterations=30, lr=0.01),
     },
 }
 
@@ -99,9 +102,17 @@ def load_flow(checkpoint, **model_options) -> torch.nn.Module:
     return model.eval()
 
 
-def build_pipeline(steps, preset: str = "kitti", checkpoint=None, backend: str = "auto") -> RegistrationPipeline:
-    """A pipeline of the named ``steps`` (any subset of prealign, flow, finetune) with ``preset`` parameters."""
+FINETUNE_MODELS = ("ot", "lddmm")
+
+
+def build_pipeline(
+    steps, preset: str = "kitti", checkpoint=None, backend: str = "auto", finetune_model: str = "ot"
+) -> RegistrationPipeline:
+    """A pipeline of the named ``steps`` (any subset of prealign, flow, finetune) with ``preset``
+    parameters. ``finetune_model``: "ot" (robust OT + Nadaraya-Watson smoothing, may tear) or
+    "lddmm" (optimised geodesic shooting, a diffeomorphism)."""
     from gdl.models.registration.finetune import Finetune
+    from gdl.models.registration.lddmm import LDDMMRegistration
     from gdl.models.registration.prealign import Prealign
 
     steps = [steps] if isinstance(steps, str) else list(steps)
@@ -110,11 +121,20 @@ def build_pipeline(steps, preset: str = "kitti", checkpoint=None, backend: str =
         raise ValueError(f"steps must be a non-empty subset of {STEPS}, got {steps}")
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if finetune_model not in FINETUNE_MODELS:
+        raise ValueError(f"finetune_model must be one of {FINETUNE_MODELS}, got {finetune_model!r}")
     if "flow" in steps and checkpoint is None:
         raise ValueError("the flow step needs a checkpoint (train one with: python train.py experiment=kitti_flow)")
     params = PRESETS[preset]
+    finetune = None
+    if "finetune" in steps:
+        finetune = (
+            LDDMMRegistration(**params["lddmm"], backend=backend)
+            if finetune_model == "lddmm"
+            else Finetune(**params["finetune"], backend=backend)
+        )
     return RegistrationPipeline(
         prealign=Prealign(**params["prealign"], backend=backend) if "prealign" in steps else None,
         flow=load_flow(checkpoint) if "flow" in steps else None,
-        finetune=Finetune(**params["finetune"], backend=backend) if "finetune" in steps else None,
+        finetune=finetune,
     )
