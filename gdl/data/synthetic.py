@@ -178,12 +178,18 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
         self.deformation = SyntheticDeformation(num_points=num_points, **(deformation or {}))
         self.train_length, self.batch_size, self.num_workers = train_length, batch_size, num_workers
         self.train_set = self.eval_set = None
+        self.landmark_set = []
 
     def training_clouds(self) -> list:
         raise NotImplementedError
 
     def evaluation_pairs(self) -> list:
         raise NotImplementedError
+
+    def landmark_pairs(self) -> list:
+        """Real pairs with corresponding landmarks, (source, target, landmarks_source,
+        landmarks_target) arrays, validated by their landmark error; none by default."""
+        return []
 
     def setup(self, stage: str | None = None):
         if self.train_set is None:
@@ -192,6 +198,12 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
             self.eval_set = [
                 pair_data(*(torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in pair)) for pair in self.evaluation_pairs()
             ]
+            self.landmark_set = []
+            for source, target, landmarks_source, landmarks_target in self.landmark_pairs():
+                data = pair_data(*(torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (source, target)))
+                data.landmarks_source = torch.as_tensor(np.asarray(landmarks_source, dtype=np.float32))
+                data.landmarks_target = torch.as_tensor(np.asarray(landmarks_target, dtype=np.float32))
+                self.landmark_set.append(data)
 
     def _loader(self, dataset, shuffle: bool):
         from torch_geometric.loader import DataLoader
@@ -205,7 +217,13 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
         return self._loader(self.train_set, shuffle=False)
 
     def val_dataloader(self):
-        return self._loader(self.eval_set, shuffle=False)
+        """The evaluation pairs, then (when there are any) the landmark pairs one at a time."""
+        loader = self._loader(self.eval_set, shuffle=False)
+        if not self.landmark_set:
+            return loader
+        from torch_geometric.loader import DataLoader
+
+        return [loader, DataLoader(self.landmark_set, batch_size=1, follow_batch=["source", "target"])]
 
     def test_dataloader(self):
         return self._loader(self.eval_set, shuffle=False)

@@ -4,7 +4,10 @@ Loss: sum_l w_l mean_i |u_l(x_i) - u*_l(x_i)|  over the pyramid levels l returne
 ``model.forward_levels`` (finest first; missing weights count as the last one given).
 Validation and test log ``loss`` and either the KITTI scene-flow metrics (``metric="scene_flow"``:
 epe3d, acc3ds, acc3dr, outliers, in metres) or the synthetic-recovery error in millimetres
-(``metric="recovery_mm"``: mean |u - u*| times ``mm_per_unit``).
+(``metric="recovery_mm"``: mean |u - u*| times ``mm_per_unit``). Landmark pairs (a second
+validation loader, see ``SyntheticFlowDataModule.landmark_pairs``) log ``val/tre_mm``: the flow u
+predicted at the source points is carried to the source landmarks l by Gaussian Nadaraya-Watson
+regression at scale ``landmark_sigma`` (units), and TRE = mean |l + u(l) - l'| times ``mm_per_unit``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import lightning
 import torch
 
+import gdl.ops
 from gdl.models.registration.metrics import scene_flow_metrics
 from gdl.ops.checks import check_choice
 from gdl.tasks.media import log_point_cloud
@@ -28,6 +32,7 @@ class FlowTask(lightning.LightningModule):
         level_weights=(1.0, 0.8, 0.4, 0.2),
         metric: str = "scene_flow",
         mm_per_unit: float = 1000.0,
+        landmark_sigma: float = 0.02,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -53,7 +58,7 @@ class FlowTask(lightning.LightningModule):
 
     def _evaluate(self, batch, batch_idx, stage: str):
         loss, flow = self._loss(batch)
-        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs, prog_bar=True)
+        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs, prog_bar=True, add_dataloader_idx=False)
         for item in range(batch.num_graphs):
             rows = batch.source_batch == item
             if self.metric == "scene_flow":
@@ -61,14 +66,26 @@ class FlowTask(lightning.LightningModule):
             else:
                 values = {"recovery_mm": float((flow[rows] - batch.flow[rows]).norm(dim=1).mean()) * self.hparams.mm_per_unit}
             for name, value in values.items():
-                self.log(f"{stage}/{name}", value, batch_size=1, prog_bar=name in ("epe3d", "recovery_mm"))
+                self.log(
+                    f"{stage}/{name}", value, batch_size=1, prog_bar=name in ("epe3d", "recovery_mm"), add_dataloader_idx=False
+                )
         if stage == "val" and batch_idx == 0:
             rows = batch.source_batch == 0
             error = (flow[rows] - batch.flow[rows]).norm(dim=1)
             log_point_cloud(self, "val/warped_source_error", batch.source[rows] + flow[rows], error)
 
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, batch_idx, "val")
+    def landmark_error_mm(self, batch) -> float:
+        """TRE of one landmark pair (module docstring), in mm."""
+        flow = self.model(batch.source, batch.target)
+        interpolate = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=self.hparams.landmark_sigma)
+        warped = batch.landmarks_source + interpolate(batch.landmarks_source, batch.source, flow)
+        return float((warped - batch.landmarks_target).norm(dim=1).mean()) * self.hparams.mm_per_unit
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        if "landmarks_source" in batch:
+            self.log("val/tre_mm", self.landmark_error_mm(batch), batch_size=1, prog_bar=True, add_dataloader_idx=False)
+        else:
+            self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "test")
