@@ -42,17 +42,21 @@ def atom_radii(atom_types: torch.Tensor) -> torch.Tensor:
     return atom_types @ radii
 
 
+def _lazy_atom_distances(x, atoms, per_atom):
+    """KeOps LazyTensors |x_i - a_j| (N, M) and ``per_atom`` values (M,) as a j-variable."""
+    LazyTensor = import_pykeops().LazyTensor
+    x_i = LazyTensor(x[:, None, :].contiguous())
+    a_j = LazyTensor(atoms[None, :, :].contiguous())
+    return ((x_i - a_j) ** 2).sum(-1).sqrt(), LazyTensor(per_atom[None, :, None].contiguous())
+
+
 def smooth_distance(x, atoms, radii, batch_x=None, batch_atoms=None, backend: str = "auto"):
     """SDF(x) of the module docstring with sigma_k = ``radii`` (M,), shape (N,), differentiable in x
     and atoms. ``atoms_to_surface`` passes sigma_k = smoothness * radius_k / radius_H."""
     pair = batch_pair(batch_x, batch_atoms, x.shape[0], atoms.shape[0], "batch", "batch_atoms")
     require_nonempty_targets(pair, "atoms")
     if resolve_backend(backend, x.device) == "keops":
-        LazyTensor = import_pykeops().LazyTensor
-        x_i = LazyTensor(x[:, None, :].contiguous())
-        a_j = LazyTensor(atoms[None, :, :].contiguous())
-        s_j = LazyTensor(radii[None, :, None].contiguous())
-        d_ij = ((x_i - a_j) ** 2).sum(-1).sqrt()
+        d_ij, s_j = _lazy_atom_distances(x, atoms, radii)
         log_sum = -d_ij / s_j
         soft_radius = -d_ij
         if pair.num_items > 1:
@@ -75,11 +79,8 @@ def van_der_waals_gap(x, atoms, radii, batch_x=None, batch_atoms=None, backend: 
     pair = batch_pair(batch_x, batch_atoms, x.shape[0], atoms.shape[0], "batch", "batch_atoms")
     require_nonempty_targets(pair, "atoms")
     if resolve_backend(backend, x.device) == "keops":
-        LazyTensor = import_pykeops().LazyTensor
-        x_i = LazyTensor(x[:, None, :].contiguous())
-        a_j = LazyTensor(atoms[None, :, :].contiguous())
-        r_j = LazyTensor(radii[None, :, None].contiguous())
-        gap_ij = ((x_i - a_j) ** 2).sum(-1).sqrt() - r_j
+        d_ij, r_j = _lazy_atom_distances(x, atoms, radii)
+        gap_ij = d_ij - r_j
         if pair.num_items > 1:
             gap_ij.ranges = pair.keops_ranges(x.device)
         return gap_ij.min(dim=1)[:, 0]
