@@ -16,18 +16,20 @@ def bunny(shared_data):
 
 
 @pytest.mark.slow
-def test_recovers_a_smooth_deformation_to_a_quarter_of_its_size(bunny, generator):
-    # the target is the same 1500 points, deformed and shuffled: their spacing is well below the motion
+def test_recovers_a_smooth_deformation_to_15_percent_of_its_size(bunny, generator):
+    # The target is the same 1500 points, deformed and shuffled: their spacing is well below the motion.
+    # Amplitude 0.25 keeps the deformation close to an OT map; at 0.5 some random fields rotate enough
+    # that OT matches differ from the true motion (error 20-40 % of it for 5 seeds in 10).
     cloud = bunny[torch.randperm(len(bunny), generator=generator)[:1500]]
-    deformation = SyntheticDeformation(scales=(1.0,), amplitudes=(0.5,), num_controls=32)
+    deformation = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)
     pair = deformation(cloud, generator)
     source, flow = pair.source, pair.flow
-    finetune = Finetune(blurs=(0.03,), reach_factor=None, smoothing=0.05, iterations=1, backend="torch")
+    finetune = Finetune(blurs=(0.1, 0.03), reach_factor=None, smoothing=(0.1, 0.05), iterations=2, backend="torch")
     displacement = finetune(source, pair.target)
     before = flow.norm(dim=1).mean()
     after = (displacement - flow).norm(dim=1).mean()
     print(f"mean displacement {before:.4f}, mean error after fine-tuning {after:.4f}")
-    assert after < 0.25 * before
+    assert after < 0.15 * before  # 3 to 7 % over 10 seeds
 
 
 def test_initial_displacement_is_refined_not_replaced(bunny, generator):
