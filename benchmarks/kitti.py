@@ -53,7 +53,7 @@ def main(argv=None):
         print(f"{pair.name:>10} " + " ".join(f"{row[c]:9.4f}" for c in COLUMNS), flush=True)
     mean = {c: sum(r[c] for r in rows.values()) / len(rows) for c in COLUMNS}
     print(f"{'mean':>10} " + " ".join(f"{mean[c]:9.4f}" for c in COLUMNS))
-    result = {"steps": args.steps, "points": args.points, "device": args.device, "pairs": rows, "mean": mean}
+    result = {"steps": args.steps, "finetune_model": args.finetune, "points": args.points, "device": args.device, "pairs": rows, "mean": mean}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

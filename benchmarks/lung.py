@@ -77,7 +77,7 @@ def main(argv=None):
         recoveries.append({"seed": seed, "initial_mm": initial, "error_mm": error})
         print(f"  synthetic {seed}: mean displacement {initial:.2f} mm, recovery error {error:.2f} mm")
     result = {
-        "case": args.case, "points": len(x), "steps": args.steps, "device": str(device), "seconds": timings,
+        "case": args.case, "points": len(x), "steps": args.steps, "finetune_model": args.finetune, "device": str(device), "seconds": timings,
         "ot_before": before, "ot_after": after, "synthetic": recoveries,
         "mean_recovery_mm": float(np.mean([r["error_mm"] for r in recoveries])) if recoveries else None,
     }
