@@ -51,17 +51,19 @@ def test_batched_forward_equals_per_protein_and_trains(protein, generator):
     model = DMaSIF(head="search", points_per_atom=10)
     surface = model.surface(atoms, types, generator=generator)
     binder, target = model(surface, atoms, types)
+    # the two items overlap in space (no float32 precision lost to a shift): only the batch vectors
+    # keep them apart, and any mixing would change the features of both
     two = type(surface)(
-        torch.cat([surface.points, surface.points + 100]),
+        torch.cat([surface.points, surface.points]),
         torch.cat([surface.normals, surface.normals]),
         torch.cat([surface.batch, surface.batch + 1]),
     )
     atom_batch = torch.cat([torch.zeros(len(atoms)), torch.ones(len(atoms))]).long()
-    binder2, target2 = model(two, torch.cat([atoms, atoms + 100]), torch.cat([types, types]), atom_batch)
+    binder2, target2 = model(two, torch.cat([atoms, atoms]), torch.cat([types, types]), atom_batch)
     n = len(surface.points)
     for single, batched in ((binder, binder2), (target, target2)):
-        assert torch.allclose(batched[:n], single, atol=1e-4, rtol=1e-4)
-        assert torch.allclose(batched[n:], single, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(batched[:n], single, atol=1e-3, rtol=1e-3)  # float32 sums in other orders
+        assert torch.allclose(batched[n:], single, atol=1e-3, rtol=1e-3)
     (binder * target).sum().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
