@@ -11,8 +11,8 @@ then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the original source (r
 
 (Geman-McClure, its scale never below the typical residual so that a poor start still sees most
 points; ``robust_factor=None``: w_i = c_i). They let the fit lock onto the dominant motion,
-e.g. the static background of a lidar scene, instead of averaging it with moving objects. Coarse scales see the whole scene and survive large motions; fine scales
-make the fit accurate. With ``rotation_search`` = R > 1 the first scale starts from R rotations
+e.g. the static background of a lidar scene, instead of averaging it with moving objects. Coarse
+scales see the whole scene and survive large motions; fine scales make the fit accurate. With ``rotation_search`` = R > 1 the first scale starts from R rotations
 about ``search_axis`` and keeps, per batch item, the one with the lowest unbalanced matching cost
 mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
 random points of each cloud.
