@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import os
 import platform
@@ -107,6 +108,12 @@ def timed(fn, device):
     return out, time.perf_counter() - start
 
 
+@functools.cache
+def atoms_per_side(complex_) -> tuple[int, int]:
+    """Atom counts (hydrogens included) of the two sides of a complex."""
+    return len(read_pdb(complex_.file_1).coords), len(read_pdb(complex_.file_2).coords)
+
+
 def protein_costs(model: DMaSIF, proteins, device) -> dict:
     """Median seconds and peak MB per protein of surface, features, forward (batch 1 and batched)."""
     rows = {k: [] for k in ("surface_s", "surface_mb", "features_s", "forward_s", "forward_mb", "points", "atoms", "vdw_gap")}
@@ -188,17 +195,11 @@ def main(argv=None):
     L.seed_everything(args.seed, verbose=False)
 
     train, _, test = split_by_pdb_id(find_complexes(args.data), val_fraction=0.0, test_fraction=0.2)
-    sizes = {}
     if args.max_atoms:
-        for c in train + test:
-            sizes[c.pdb_id] = (len(read_pdb(c.file_1).coords), len(read_pdb(c.file_2).coords))
-        train = [c for c in train if max(sizes[c.pdb_id]) <= args.max_atoms]
-        test = [c for c in test if max(sizes[c.pdb_id]) <= args.max_atoms]
+        train = [c for c in train if max(atoms_per_side(c)) <= args.max_atoms]
+        test = [c for c in test if max(atoms_per_side(c)) <= args.max_atoms]
     train = train[: args.train_complexes or None]
     test = test[: args.test_complexes or None]
-    for c in train + test:
-        if c.pdb_id not in sizes:
-            sizes[c.pdb_id] = (len(read_pdb(c.file_1).coords), len(read_pdb(c.file_2).coords))
     model_args = dict(resolution=args.resolution, points_per_atom=args.points_per_atom)
     proteins = []
     for item in ProteinComplexes(test):
@@ -251,7 +252,7 @@ def main(argv=None):
             "note": "tiny training on a CPU: metrics are far from converged and not comparable to the "
             "published anchors (full MaSIF training set, GPU)",
         },
-        atoms_per_side={c.pdb_id: sizes.get(c.pdb_id) for c in train + test},
+        atoms_per_side={c.pdb_id: atoms_per_side(c) for c in train + test},
         machine={
             "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),

@@ -61,12 +61,16 @@ class LungFlowDataModule(SyntheticFlowDataModule):
         self.landmarks_origin_mm = np.asarray(landmarks_origin_mm, dtype=np.float64)
         if self.landmarks_origin_mm.shape != (3,):
             raise ValueError(f"landmarks_origin_mm must hold 3 numbers (mm), got {landmarks_origin_mm!r}")
-        self._tree = None
+        self._pair = None
+
+    def _trees(self):
+        """(expiration, inspiration) trees of the case, read once."""
+        if self._pair is None:
+            self._pair = read_lung_pair(self.data_dir, self.case)[:2]
+        return self._pair
 
     def _inspiration_tree(self):
-        if self._tree is None:
-            self._tree = read_lung_pair(self.data_dir, self.case)[1]
-        return self._tree
+        return self._trees()[1]
 
     def training_clouds(self):
         return [self._inspiration_tree()]
@@ -85,7 +89,7 @@ class LungFlowDataModule(SyntheticFlowDataModule):
     def landmark_pairs(self):
         if self.landmarks_dir is None:
             return []
-        source, target, _, _ = read_lung_pair(self.data_dir, self.case)
+        source, target = self._trees()
         rng = np.random.default_rng(self.eval_seed)
         source = source[rng.permutation(len(source))[: self.num_points]]
         target = target[rng.permutation(len(target))[: self.num_points]]

@@ -205,11 +205,11 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
                 data.landmarks_target = torch.as_tensor(np.asarray(landmarks_target, dtype=np.float32))
                 self.landmark_set.append(data)
 
-    def _loader(self, dataset, shuffle: bool):
+    def _loader(self, dataset, shuffle: bool, batch_size: int | None = None):
         from torch_geometric.loader import DataLoader
 
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             follow_batch=["source", "target"],
         )
 
@@ -221,9 +221,7 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
         loader = self._loader(self.eval_set, shuffle=False)
         if not self.landmark_set:
             return loader
-        from torch_geometric.loader import DataLoader
-
-        return [loader, DataLoader(self.landmark_set, batch_size=1, follow_batch=["source", "target"])]
+        return [loader, self._loader(self.landmark_set, shuffle=False, batch_size=1)]
 
     def test_dataloader(self):
         return self._loader(self.eval_set, shuffle=False)

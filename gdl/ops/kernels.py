@@ -37,6 +37,17 @@ def safe_sqrt(t: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, t, torch.ones_like(t)).sqrt(), torch.zeros_like(t))
 
 
+# log(0) for empty masses and zero weights, as in GeomLoss: finite, so that 0 * log(0) stays 0 and
+# exp(LOG_ZERO - shift) is exactly 0, never NaN.
+LOG_ZERO = -100000.0
+
+
+def safe_log(t: torch.Tensor) -> torch.Tensor:
+    """log of non-negative values, LOG_ZERO (with a zero gradient) where they are 0."""
+    positive = t > 0
+    return torch.where(positive, torch.where(positive, t, torch.ones_like(t)).log(), torch.full_like(t, LOG_ZERO))
+
+
 def any_sqrt(t):
     """sqrt of a dense tensor (zero gradient at 0) or of a LazyTensor."""
     # KeOps' Sqrt has a finite derivative at 0 (its Rsqrt returns 0 there); torch's does not.

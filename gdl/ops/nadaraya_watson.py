@@ -8,12 +8,10 @@ from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.batching import batch_pair, require_nonempty_targets
 from gdl.ops.checks import check_batch, check_pair, check_points, check_values
-from gdl.ops.kernels import any_sqrt, check_kernel, check_sigmas, dense_sqdist, lazy_sqdist, radial_kernel
+from gdl.ops.kernels import any_sqrt, check_kernel, check_sigmas, dense_sqdist, lazy_sqdist, radial_kernel, safe_log
 from gdl.ops.registry import register
 
 LOG_DOMAIN_KERNELS = ("gaussian", "laplacian")
-# log(0) for zero weights: finite, so that exp(LOG_ZERO - shift) is exactly 0 and never NaN.
-LOG_ZERO = -100000.0
 
 
 def log_kernel(kernel: str, sqdist, sigmas: tuple[float, ...]):
@@ -88,8 +86,7 @@ class NadarayaWatson(Operator):
                     raise ValueError(f"weights are all zero in batch item {b}")
         if self.kernel in LOG_DOMAIN_KERNELS:
             # Weights join the exponent: sum_j exp(log w_j + log k_ij - shift_i) [v_j, 1].
-            positive = w[:, 0] > 0
-            log_w = torch.where(positive, torch.where(positive, w[:, 0], 1).log(), LOG_ZERO)
+            log_w = safe_log(w[:, 0])
             wv = torch.cat([v, torch.ones_like(v[:, :1])], dim=1).contiguous()
         else:
             log_w, wv = None, torch.cat([w * v, w], dim=1).contiguous()

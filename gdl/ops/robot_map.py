@@ -8,12 +8,10 @@ from gdl.ops._ot_solver import check_measures, choose_solver, ot_params, solve
 from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.checks import check_choice
-from gdl.ops.kernels import dense_sqdist, lazy_sqdist, safe_sqrt
+from gdl.ops.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
 from gdl.ops.registry import register
 
 MODES = ("soft", "hard")
-# log(0) for empty masses, as in GeomLoss: finite so that 0 * log(0) stays 0.
-LOG_ZERO = -100000.0
 
 
 @register("robot_map")
@@ -52,9 +50,8 @@ class RobotMap(Operator):
         measures = check_measures(x, y, a, b, batch_x, batch_y, self.params.balanced)
         solver = choose_solver(self.params, self.backend, self.backend_for(x.device), measures)
         f, g = solve(self.params, solver, measures, potentials=True)
-        b_log = torch.where(measures.b > 0, measures.b.log(), torch.full_like(measures.b, LOG_ZERO))
         # P_ij / a_i = exp(f_i / eps + h_j - C_ij / eps): h holds the log-weights of the targets.
-        h = b_log + g / self.params.eps
+        h = safe_log(measures.b) + g / self.params.eps
         if solver == "tensorized":
             y_hat, log_mass = self._dense(x, y, h, measures)
         else:

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 import gdl.ops
 from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import side_outputs, complex_surfaces, log_surface
+from gdl.tasks.protein_common import complex_surfaces, log_surface, side_outputs
 
 
 def pair_scores(sides, embeddings, generator=None):

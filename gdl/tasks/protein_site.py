@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import side_outputs, complex_surfaces, log_surface
+from gdl.tasks.protein_common import complex_surfaces, log_surface, side_outputs
 
 
 def balanced_bce(logits: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:

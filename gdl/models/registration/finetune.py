@@ -30,7 +30,6 @@ class Finetune(torch.nn.Module):
         smoothing=0.2,
         iterations: int = 1,
         scaling: float | None = None,
-        solver: str = "auto",
         backend: str = "auto",
     ):
         super().__init__()
@@ -39,7 +38,7 @@ class Finetune(torch.nn.Module):
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, r * b if r else None, scaling, solver, backend) for b, r in zip(blurs, reach_factors)
+            RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
         )
         self.smoothers = torch.nn.ModuleList(
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend) for s in smoothings

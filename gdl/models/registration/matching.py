@@ -24,14 +24,10 @@ def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> t
 class RobustMatching(torch.nn.Module):
     """``(y_hat, confidence) = matching(x, y, batch_x, batch_y)`` by robust OT at scale ``blur``."""
 
-    def __init__(
-        self, blur: float, reach: float | None, scaling: float | None = None, solver: str = "auto", backend: str = "auto"
-    ):
+    def __init__(self, blur: float, reach: float | None, scaling: float | None = None, backend: str = "auto"):
         super().__init__()
         self.blur, self.reach = float(blur), reach
-        self.robot_map = gdl.ops.get(
-            "robot_map", blur=blur, reach=reach, scaling=scaling, solver=solver, backend=backend
-        )
+        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, backend=backend)
 
     def forward(self, x, y, batch_x=None, batch_y=None, a=None, b=None):
         batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])

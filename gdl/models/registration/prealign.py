@@ -12,8 +12,9 @@ then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the original source (r
 (Geman-McClure, its scale never below the typical residual so that a poor start still sees most
 points; ``robust_factor=None``: w_i = c_i). They let the fit lock onto the dominant motion,
 e.g. the static background of a lidar scene, instead of averaging it with moving objects. Coarse
-scales see the whole scene and survive large motions; fine scales make the fit accurate. With ``rotation_search`` = R > 1 the first scale starts from R rotations
-about ``search_axis`` and keeps, per batch item, the one with the lowest unbalanced matching cost
+scales see the whole scene and survive large motions; fine scales make the fit accurate. With
+``rotation_search`` = R > 1 the first scale starts from R rotations about ``search_axis`` and keeps,
+per batch item, the one with the lowest unbalanced matching cost
 mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
 random points of each cloud.
 """
@@ -55,9 +56,11 @@ def item_means(values: torch.Tensor, batch: torch.Tensor | None, items: int) -> 
     return total / count.clamp_min(1).view((items,) + (1,) * (values.dim() - 1))
 
 
-def item_medians(values: torch.Tensor, index: torch.Tensor, items: int) -> torch.Tensor:
+def item_medians(values: torch.Tensor, batch: torch.Tensor | None, items: int) -> torch.Tensor:
     """Per-item (lower) medians of (N,) values; 0 for an empty item."""
-    return torch.stack([values[index == b].median() if bool((index == b).any()) else values.new_zeros(()) for b in range(items)])
+    if batch is None:
+        return values.median()[None]
+    return torch.stack([values[batch == b].median() if bool((batch == b).any()) else values.new_zeros(()) for b in range(items)])
 
 
 class Prealign(torch.nn.Module):
@@ -73,7 +76,6 @@ class Prealign(torch.nn.Module):
         search_axis: int = 1,
         num_points: int | None = 2048,
         scaling: float | None = None,
-        solver: str = "auto",
         robust_factor: float | None = None,
         backend: str = "auto",
     ):
@@ -86,7 +88,7 @@ class Prealign(torch.nn.Module):
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, solver, backend) for b in blurs
+            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
         )
         self.fit = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
 
@@ -129,9 +131,8 @@ class Prealign(torch.nn.Module):
                 weights = confidence
                 if self.robust_factor is not None:
                     residual = (warped - matched).norm(dim=1)
-                    index = torch.zeros_like(residual, dtype=torch.long) if bx is None else bx
-                    tau = item_medians(residual, index, linear.shape[0]).clamp_min(self.robust_factor * matching.blur)
-                    weights = confidence / (1 + (residual / tau[index]) ** 2) ** 2
+                    tau = item_medians(residual, bx, linear.shape[0]).clamp_min(self.robust_factor * matching.blur)
+                    weights = confidence / (1 + (residual / (tau[0] if bx is None else tau[bx])) ** 2) ** 2
                 linear, translation = self.fit(x, matched, weights, bx)
                 if linear.dim() == 2:
                     linear, translation = linear[None], translation[None]
