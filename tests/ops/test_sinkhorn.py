@@ -117,7 +117,7 @@ def test_value_and_gradients_match_dense_reference(generator):
     a, b = random_masses(generator, 25), random_masses(generator, 30)
     inputs = [t.clone().requires_grad_(True) for t in (x, y, a, b)]
     blur = 0.4
-    loss = gdl.ops.get("sinkhorn", blur=blur, scaling=0.99, backend="torch")(*inputs)
+    loss = gdl.ops.get("sinkhorn", blur=blur, scaling=0.995, backend="torch")(*inputs)
     grads = torch.autograd.grad(loss, inputs)
 
     ref_inputs = [t.clone().requires_grad_(True) for t in (x, y, a, b)]
@@ -129,7 +129,8 @@ def test_value_and_gradients_match_dense_reference(generator):
         - dense_entropic_ot(yr, yr, br, br, eps) / 2
     )
     ref_grads = torch.autograd.grad(ref, ref_inputs)
-    # GeomLoss stops after one iteration at the final temperature: close, not exact.
+    # GeomLoss stops after one iteration at the final temperature: close, not exact (at scaling 0.99
+    # one seed reached a relative 2.2e-5; 0.995 anneals more slowly, 26 seeds of 26 within 2e-5).
     torch.testing.assert_close(loss, ref, rtol=2e-5, atol=0)
     for name, grad, ref_grad in zip("xyab", grads, ref_grads):
         # Potentials are defined up to a constant (f + c, g - c): mass gradients agree up to it.
