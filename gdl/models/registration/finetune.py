@@ -9,6 +9,20 @@ a Gaussian-kernel average (registry ``nadaraya_watson``) that ignores unmatched 
 turns the raw OT map, which may tear, into a smooth displacement field. Each blur scale s_k (coarse
 to fine) has its own reach (``reach_factor`` * s_k) and kernel width (``smoothing``), either one
 number for every scale or one per scale.
+
+With ``keep_sigma`` = sigma, each point finally keeps a background displacement u0 where
+fine-tuning does not improve the local fit to the target. With d_i(u) = min_j |x_i + u_i - y_j|
+and the Gaussian average s_i(u) = sum_j k(x_i + u0_i, x_j + u0_j) d_j(u) / sum_j k(...) of width
+sigma,
+
+    u_i <- u0_i  where  s_i(u0) <= s_i(u).
+
+u0 is the initial displacement (``background="initial"``: the previous steps') or the rigid motion
+fitted to the fine-tuned one (``background="rigid"``: weighted Procrustes with Geman-McClure
+weights 1 / (1 + r_i^2 / tau^2)^2, tau = blur_k / 2 over the blur scales, e.g. the ego-motion of a
+lidar scene). Fine-tuning matches independently sampled surfaces, so its smoothed matches carry a
+few centimetres of noise; this keeps it where it helps (moving objects) and an exact motion
+elsewhere (the static background).
 """
 
 from __future__ import annotations
@@ -17,7 +31,8 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.matching import RobustMatching
-from gdl.ops.checks import check_positive
+from gdl.models.registration.prealign import apply_transform
+from gdl.ops.checks import check_choice, check_positive
 
 
 class Finetune(torch.nn.Module):
@@ -30,9 +45,19 @@ class Finetune(torch.nn.Module):
         smoothing=0.2,
         iterations: int = 1,
         scaling: float | None = None,
+        keep_sigma: float | None = None,
+        background: str = "initial",
         backend: str = "auto",
     ):
         super().__init__()
+        self.background = check_choice("background", background, ("initial", "rigid"))
+        self.rigid_fit = gdl.ops.get("weighted_procrustes", mode="rigid", backend=backend)
+        self.nearest = gdl.ops.get("knn", k=1, backend=backend)
+        self.local_average = (
+            None
+            if keep_sigma is None
+            else gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=check_positive("keep_sigma", keep_sigma), backend=backend)
+        )
         self.iterations = check_positive("iterations", iterations, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
@@ -45,14 +70,39 @@ class Finetune(torch.nn.Module):
         )
 
     def forward(self, source, target, batch_source=None, batch_target=None, initial=None):
-        displacement = torch.zeros_like(source) if initial is None else initial
+        initial = torch.zeros_like(source) if initial is None else initial
+        displacement = initial
         for matching, smoother in zip(self.matchings, self.smoothers):
             for _ in range(self.iterations):
                 warped = source + displacement
                 matched, confidence = matching(warped, target, batch_source, batch_target)
                 step = smoother(warped, warped, matched - warped, confidence, batch_source, batch_source)
                 displacement = displacement + step
-        return displacement
+        if self.local_average is None:
+            return displacement
+        background = initial if self.background == "initial" else self.robust_rigid_fit(source, displacement, batch_source)
+        return self.keep_background_where_not_worse(source, target, background, displacement, batch_source, batch_target)
+
+    def robust_rigid_fit(self, source, displacement, batch=None):
+        """The displacement of the rigid motion that best explains most of ``displacement``."""
+        weights = torch.ones_like(source[:, 0])
+        for tau in [None] + [matching.blur / 2 for matching in self.matchings]:
+            if tau is not None:
+                residual = (rigid - displacement).norm(dim=1)
+                weights = 1 / (1 + (residual / tau) ** 2) ** 2
+            linear, translation = self.rigid_fit(source, source + displacement, weights, batch)
+            rigid = apply_transform(source, linear, translation, batch) - source
+        return rigid
+
+    def keep_background_where_not_worse(self, source, target, background, displacement, batch_source=None, batch_target=None):
+        """u0_i where s_i(u0) <= s_i(u), else u_i (see the module docstring)."""
+        distances = torch.stack(
+            [self.nearest(source + u, target, batch_source, batch_target)[0][:, 0] for u in (background, displacement)], 1
+        )
+        anchor = source + background
+        local = self.local_average(anchor, anchor, distances, None, batch_source, batch_source)
+        keep = local[:, 0] <= local[:, 1]
+        return torch.where(keep[:, None], background, displacement)
 
 
 def per_scale(name: str, value, scales: int, allow_none: bool = False) -> list:

@@ -1,8 +1,10 @@
 """Pre-alignment: robust-OT matching then a confidence-weighted rigid or affine fit, iterated
 coarse to fine.
 
-Starting from the translation that aligns the centroids, at each blur scale s (largest first) and
-iteration: match the warped source T(x) to the target by robust OT (reach = ``reach_factor`` * s),
+Starting from the translation that aligns the centroids (``start="centroids"``) or from the identity
+(``start="identity"``: frames that share a coordinate system, such as consecutive lidar sweeps,
+whose centroids move with what the sensor sees rather than with the sensor), at each blur scale s
+(largest first) and iteration: match the warped source T(x) to the target by robust OT (reach = ``reach_factor`` * s),
 then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the original source (registry
 ``weighted_procrustes``) with the robust weights
 
@@ -77,9 +79,11 @@ class Prealign(torch.nn.Module):
         num_points: int | None = 2048,
         scaling: float | None = None,
         robust_factor: float | None = None,
+        start: str = "centroids",
         backend: str = "auto",
     ):
         super().__init__()
+        self.start = check_choice("start", start, ("centroids", "identity"))
         self.robust_factor = None if robust_factor is None else float(check_positive("robust_factor", robust_factor))
         self.mode = check_choice("mode", mode, ("rigid", "affine"))
         self.iterations = check_positive("iterations", iterations, integer=True)
@@ -108,7 +112,9 @@ class Prealign(torch.nn.Module):
         for k in range(self.rotation_search):
             rotation = rotation_about(self.search_axis, 2 * math.pi * k / self.rotation_search, x.dtype)
             linear = rotation.to(x.device).expand(items, 3, 3)
-            translation = centre_y - torch.einsum("bij,bj->bi", linear, centre_x)
+            translation = (
+                centre_y - torch.einsum("bij,bj->bi", linear, centre_x) if self.start == "centroids" else torch.zeros_like(centre_y)
+            )
             linear, translation, cost = self._refine(x, y, bx, by, linear, translation, self.matchings[:1])
             if best is None:
                 best = [linear, translation, cost]
