@@ -60,8 +60,8 @@ def _clock(device: torch.device) -> float:
 PRESETS = {
     "kitti": {
         "prealign": dict(
-            mode="rigid", blurs=(2.0, 1.0, 0.5, 0.25, 0.1, 0.05), reach_factor=3.0, iterations=3, num_points=4096,
-            scaling=0.7, robust_factor=1.0, start="identity",
+            mode="rigid", blurs=(2.0, 1.0, 0.5, 0.25, 0.1, 0.05), reach_factor=3.0, iterations=3, num_points=2048,
+            scaling=0.7, robust_factor=1.0,
         ),
         "finetune": dict(
             blurs=(1.0, 0.5, 0.2, 0.1), reach_factor=(5.0, 10.0, 10.0, 20.0), smoothing=(2.0, 2.0, 1.0, 0.5),
