@@ -51,6 +51,12 @@ def test_per_scale_parameters_are_checked():
         Finetune(blurs=(0.1, 0.05), smoothing=(0.3, 0.2, 0.1))
     with pytest.raises(ValueError, match="smoothing"):
         Finetune(blurs=(0.1,), smoothing=-1.0)
+    with pytest.raises(ValueError, match="needs keep_sigma"):
+        Finetune(background="rigid")
+    with pytest.raises(ValueError, match="rigid_scales"):
+        Finetune(keep_sigma=0.3, rigid_scales=(0.1,))
+    with pytest.raises(ValueError, match="background"):
+        Finetune(keep_sigma=0.3, background="affine")
 
 
 
@@ -88,7 +94,8 @@ def test_background_is_kept_where_fine_tuning_does_not_improve_the_fit(generator
 def test_rigid_background_is_refitted_from_the_fine_tuned_flow(generator):
     # The whole scene turns by 10 degrees and shifts, the box moves on top of that; the initial
     # motion (a pre-alignment) is 1 degree and 3 cm off. The robust rigid fit of the fine-tuned
-    # flow recovers the ego-motion better than fine-tuning alone, and the walls keep it.
+    # flow recovers the ego-motion better than fine-tuning alone (error ratio 0.50 to 0.55 over 5
+    # seeds), robust ICP against the target makes it nearly exact, and the walls keep it.
     motion = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
     source, target, flow, background = scene_with_a_moving_box(generator, motion)
 
@@ -100,12 +107,15 @@ def test_rigid_background_is_refitted_from_the_fine_tuned_flow(generator):
     flow = ego - source + flow @ rotation_about(2, math.radians(10.0), torch.float64).T
     initial = rigid(11.0, [0.23, -0.1, 0.05]) - source
     plain = Finetune(**OPTIONS)(source, target, initial=initial)
-    kept = Finetune(**OPTIONS, keep_sigma=0.3, background="rigid")(source, target, initial=initial)
-    initial_error, plain_error, kept_error = [(u - flow).norm(dim=1) for u in (initial, plain, kept)]
+    fitted = Finetune(**OPTIONS, keep_sigma=0.3, background="rigid")(source, target, initial=initial)
+    refined = Finetune(**OPTIONS, keep_sigma=0.3, background="rigid", rigid_scales=(0.1, 0.03))(source, target, initial=initial)
+    initial_error, plain_error, fitted_error, refined_error = [(u - flow).norm(dim=1) for u in (initial, plain, fitted, refined)]
     print(f"walls: error {initial_error[background].mean():.2e} (initial) {plain_error[background].mean():.2e} "
-          f"(fine-tuned) {kept_error[background].mean():.2e} (kept); box: {kept_error[~background].mean():.4f}")
-    assert kept_error[background].mean() < 0.7 * plain_error[background].mean()  # 0.50 to 0.55 over 5 seeds
-    assert kept_error[~background].mean() < 0.25 * motion.norm()
+          f"(fine-tuned) {fitted_error[background].mean():.2e} (rigid fit) {refined_error[background].mean():.2e} "
+          f"(refined); box: {refined_error[~background].mean():.4f}")
+    assert fitted_error[background].mean() < 0.7 * plain_error[background].mean()
+    assert refined_error[background].mean() < 1e-3  # 5e-5 to 7e-5: the box still pulls a little
+    assert refined_error[~background].mean() < 0.25 * motion.norm()
 
 
 def test_robust_rigid_fit_ignores_the_moving_part(generator):
@@ -117,3 +127,30 @@ def test_robust_rigid_fit_ignores_the_moving_part(generator):
     displacement[:150] += torch.randn(150, 3, generator=generator, dtype=torch.float64)
     fitted = Finetune(blurs=(1.0, 0.3, 0.1), backend="torch").robust_rigid_fit(source, displacement)
     assert torch.allclose(fitted, rigid, atol=1e-4)
+
+
+def test_robust_rigid_refinement_recovers_the_motion_of_most_points(bunny, generator):
+    # The target is the source moved rigidly, with a fifth of it moved elsewhere; the start is
+    # 2 degrees and 2% of the size off. Robust ICP lands on the motion (outliers that fall near the
+    # surface still pull it by about 1e-4).
+    source = bunny[torch.randperm(len(bunny), generator=generator)[:1000]]
+    rotation = rotation_about(0, 0.4, torch.float64)
+    shift = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    target = source @ rotation.T + shift
+    target[:200] += 0.5 * torch.randn(200, 3, generator=generator, dtype=torch.float64)
+    start = source @ (rotation_about(1, math.radians(2), torch.float64) @ rotation).T + shift + 0.02 - source
+    finetune = Finetune(blurs=(0.1,), rigid_scales=(0.1, 0.03), rigid_iterations=10, backend="torch")
+    refined = finetune.robust_rigid_refinement(source, target[torch.randperm(1000, generator=generator)], start)
+    torch.testing.assert_close(refined, source @ rotation.T + shift - source, atol=1e-3, rtol=0)
+
+
+def test_ragged_batch_equals_items_one_by_one(generator):
+    motion = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
+    scenes = [scene_with_a_moving_box(generator, motion) for _ in range(2)]
+    scenes[1] = tuple(a[:900] for a in scenes[1])  # a smaller second item
+    finetune = Finetune(**OPTIONS, keep_sigma=0.3, background="rigid", rigid_scales=(0.1,))
+    alone = [finetune(source, target) for source, target, _, _ in scenes]
+    batch = torch.cat([torch.full((len(scene[0]),), k) for k, scene in enumerate(scenes)])
+    batch_target = torch.cat([torch.full((len(scene[1]),), k) for k, scene in enumerate(scenes)])
+    together = finetune(torch.cat([s[0] for s in scenes]), torch.cat([s[1] for s in scenes]), batch, batch_target)
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-8, rtol=0)

@@ -41,6 +41,11 @@ def apply_transform(x: torch.Tensor, linear: torch.Tensor, translation: torch.Te
     return torch.einsum("nij,nj->ni", linear[index], x) + translation[index]
 
 
+def geman_mcclure(residual: torch.Tensor, tau) -> torch.Tensor:
+    """The robust weights 1 / (1 + r^2 / tau^2)^2 (tau a number or per-row (N,) scales)."""
+    return 1 / (1 + (residual / tau) ** 2) ** 2
+
+
 def rotation_about(axis: int, angle: float, dtype=torch.float32) -> torch.Tensor:
     """The 3 x 3 rotation by ``angle`` radians about coordinate axis ``axis``."""
     c, s = math.cos(angle), math.sin(angle)
@@ -138,7 +143,7 @@ class Prealign(torch.nn.Module):
                 if self.robust_factor is not None:
                     residual = (warped - matched).norm(dim=1)
                     tau = item_medians(residual, bx, linear.shape[0]).clamp_min(self.robust_factor * matching.blur)
-                    weights = confidence / (1 + (residual / (tau[0] if bx is None else tau[bx])) ** 2) ** 2
+                    weights = confidence * geman_mcclure(residual, tau[0] if bx is None else tau[bx])
                 linear, translation = self.fit(x, matched, weights, bx)
                 if linear.dim() == 2:
                     linear, translation = linear[None], translation[None]
