@@ -22,7 +22,10 @@ u0 is the initial displacement (``background="initial"``: the previous steps') o
 displacement (weighted Procrustes with Geman-McClure weights 1 / (1 + r_i^2 / tau^2)^2,
 r_i = |T(x_i) - x_i - u_i|, tau = blur_k / 2 over the blur scales), then refined against the target
 by robust nearest-neighbour matching (ICP with the same weights, r_i = min_j |T(x_i) - y_j|,
-``rigid_iterations`` fits at each tau of ``rigid_scales``). Fine-tuning matches independently
+``rigid_iterations`` fits at each tau of ``rigid_scales``). With ``rigid_layers`` = L > 1, rigid
+motions are fitted in turn, each one to the points that still follow the fine-tuned displacement,
+and offered to them by the same comparison (a scene of rigidly moving objects, e.g. cars, over a
+static background). Fine-tuning matches independently
 sampled surfaces, so its smoothed matches carry a few centimetres of noise; this keeps it where it
 helps (moving objects) and an exact motion elsewhere (the static background). The comparison uses
 nearest-point distances, which suits clouds sampled densely relative to that noise (lidar scan
@@ -53,16 +56,18 @@ class Finetune(torch.nn.Module):
         background: str = "initial",
         rigid_scales=(),
         rigid_iterations: int = 5,
+        rigid_layers: int = 1,
         backend: str = "auto",
     ):
         super().__init__()
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
         self.rigid_iterations = check_positive("rigid_iterations", rigid_iterations, integer=True)
+        self.rigid_layers = check_positive("rigid_layers", rigid_layers, integer=True)
         if background == "rigid" and keep_sigma is None:
             raise ValueError('background="rigid" needs keep_sigma: the rigid motion is only used where it is kept')
-        if self.rigid_scales and background != "rigid":
-            raise ValueError('rigid_scales refine the rigid background: they need background="rigid"')
+        if (self.rigid_scales or rigid_layers > 1) and background != "rigid":
+            raise ValueError('rigid_scales and rigid_layers shape the rigid background: they need background="rigid"')
         self.rigid_fit = gdl.ops.get("weighted_procrustes", mode="rigid", backend=backend)
         self.nearest = gdl.ops.get("knn", k=1, backend=backend)
         self.local_average = (
@@ -92,28 +97,35 @@ class Finetune(torch.nn.Module):
                 displacement = displacement + step
         if self.local_average is None:
             return displacement
-        background = initial
-        if self.background == "rigid":
-            background = self.robust_rigid_fit(source, displacement, batch_source)
-            background = self.robust_rigid_refinement(source, target, background, batch_source, batch_target)
-        return self.keep_background_where_not_worse(source, target, background, displacement, batch_source, batch_target)
+        if self.background == "initial":
+            return self.keep_background_where_not_worse(source, target, initial, displacement, batch_source, batch_target)
+        result = displacement
+        for _ in range(self.rigid_layers):
+            free = layer_points((result == displacement).all(1), batch_source).to(source.dtype)
+            rigid = self.robust_rigid_fit(source, displacement, batch_source, free)
+            rigid = self.robust_rigid_refinement(source, target, rigid, batch_source, batch_target, free)
+            result = self.keep_background_where_not_worse(source, target, rigid, result, batch_source, batch_target)
+        return result
 
-    def robust_rigid_fit(self, source, displacement, batch=None):
-        """The displacement of the rigid motion that best explains most of ``displacement``."""
-        weights = torch.ones_like(source[:, 0])
+    def robust_rigid_fit(self, source, displacement, batch=None, prior=None):
+        """The displacement of the rigid motion that best explains most of ``displacement`` (on
+        the points of non-zero ``prior`` weight, all by default)."""
+        prior = torch.ones_like(source[:, 0]) if prior is None else prior
+        weights = prior
         for tau in [None] + [matching.blur / 2 for matching in self.matchings]:
             if tau is not None:
-                weights = geman_mcclure((rigid - displacement).norm(dim=1), tau)
+                weights = prior * geman_mcclure((rigid - displacement).norm(dim=1), tau)
             linear, translation = self.rigid_fit(source, source + displacement, weights, batch)
             rigid = apply_transform(source, linear, translation, batch) - source
         return rigid
 
-    def robust_rigid_refinement(self, source, target, rigid, batch_source=None, batch_target=None):
+    def robust_rigid_refinement(self, source, target, rigid, batch_source=None, batch_target=None, prior=None):
         """The rigid ``rigid`` displacement refined by robust ICP against the target."""
+        prior = torch.ones_like(source[:, 0]) if prior is None else prior
         for tau in self.rigid_scales:
             for _ in range(self.rigid_iterations):
                 distances, nearest = self.nearest(source + rigid, target, batch_source, batch_target)
-                weights = geman_mcclure(distances[:, 0], tau)
+                weights = prior * geman_mcclure(distances[:, 0], tau)
                 linear, translation = self.rigid_fit(source, target[nearest[:, 0]], weights, batch_source)
                 rigid = apply_transform(source, linear, translation, batch_source) - source
         return rigid
@@ -127,6 +139,14 @@ class Finetune(torch.nn.Module):
         local = self.local_average(anchor, anchor, distances, None, batch_source, batch_source)
         keep = local[:, 0] <= local[:, 1]
         return torch.where(keep[:, None], background, displacement)
+
+
+def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 3) -> torch.Tensor:
+    """The ``free`` points, and every point of an item with fewer than ``minimum`` free ones (a rigid
+    fit needs a few points; the comparison then decides)."""
+    index = torch.zeros_like(free, dtype=torch.long) if batch is None else batch
+    counts = torch.zeros(int(index.max()) + 1, device=free.device).index_add_(0, index, free.float())
+    return free | (counts < minimum)[index]
 
 
 def per_scale(name: str, value, scales: int, allow_none: bool = False) -> list:

@@ -66,7 +66,7 @@ PRESETS = {
         "finetune": dict(
             blurs=(1.0, 0.5, 0.2, 0.1), reach_factor=(5.0, 10.0, 10.0, 20.0), smoothing=(2.0, 2.0, 1.0, 0.5),
             iterations=1, keep_sigma=0.5, background="rigid",
-            rigid_scales=(0.2, 0.1, 0.05, 0.02),
+            rigid_scales=(0.2, 0.1, 0.05, 0.02), rigid_layers=2,
         ),
         "lddmm": dict(sigma=2.0, steps=5, num_controls=512, blur=0.1, reach=2.0, iterations=30, lr=0.1),
     },
