@@ -56,6 +56,24 @@ def test_pipeline_composes_steps_and_checks_inputs(generator):
         build_pipeline(["finetune"], finetune_model="spline")
 
 
+def test_a_step_taking_initial_sees_the_original_source(generator):
+    class Shift(torch.nn.Module):
+        def forward(self, source, target, batch_source=None, batch_target=None):
+            return torch.full_like(source, 0.5)
+
+    class Refine(torch.nn.Module):
+        def forward(self, source, target, batch_source=None, batch_target=None, initial=None):
+            self.seen = source, initial
+            return 2 * initial
+
+    refine = Refine()
+    x, bx = _ragged(generator)
+    displacement = RegistrationPipeline(prealign=Shift(), finetune=refine)(x, x, bx, bx)
+    assert refine.seen[0] is x
+    torch.testing.assert_close(refine.seen[1], torch.full_like(x, 0.5))
+    torch.testing.assert_close(displacement, torch.ones_like(x))
+
+
 def test_build_pipeline_picks_the_finetune_model():
     from gdl.models.registration.finetune import Finetune
     from gdl.models.registration.lddmm import LDDMMRegistration

@@ -4,10 +4,15 @@ Each step sees the source as warped by the previous ones and adds its displaceme
 
     u_0 = 0,   u <- u + step(x + u, y),   pipeline(x, y) = u     (x: (N, 3), y: (M, 3)).
 
+A step whose ``forward`` takes ``initial`` (``Finetune``) sees the original source instead,
+u <- step(x, y, initial=u), so that the motions it fits (a rigid background) are motions of x.
+
 Ragged batches: ``batch_source`` and ``batch_target`` as in the registry operators.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -41,7 +46,10 @@ class RegistrationPipeline(torch.nn.Module):
         for name in self.steps:
             start = _clock(source.device)
             step = getattr(self, name)
-            displacement = displacement + step(source + displacement, target, batch_source, batch_target)
+            if "initial" in inspect.signature(step.forward).parameters:
+                displacement = step(source, target, batch_source, batch_target, initial=displacement)
+            else:
+                displacement = displacement + step(source + displacement, target, batch_source, batch_target)
             if timings is not None:
                 timings[name] = _clock(source.device) - start
         return displacement
