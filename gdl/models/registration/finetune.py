@@ -25,11 +25,13 @@ by robust nearest-neighbour matching (ICP with the same weights, r_i = min_j |T(
 ``rigid_iterations`` fits at each tau of ``rigid_scales``). With ``rigid_layers`` = L > 1, rigid
 motions are fitted in turn, each one to the points that still follow the fine-tuned displacement,
 and offered to them by the same comparison (a scene of rigidly moving objects, e.g. cars, over a
-static background). Fine-tuning matches independently
-sampled surfaces, so its smoothed matches carry a few centimetres of noise; this keeps it where it
-helps (moving objects) and an exact motion elsewhere (the static background). The comparison uses
-nearest-point distances, which suits clouds sampled densely relative to that noise (lidar scan
-lines); on sparse samplings the fine-tuned flow, which moves points onto target samples, wins it.
+static background).
+
+Fine-tuning matches independently sampled surfaces, so its smoothed matches carry a few centimetres
+of noise; this keeps it where it helps (moving objects) and an exact motion elsewhere (the static
+background). The comparison uses nearest-point distances, which suits clouds sampled densely
+relative to that noise (lidar scan lines); on sparse samplings the fine-tuned flow, which moves
+points onto target samples, wins it.
 """
 
 from __future__ import annotations
