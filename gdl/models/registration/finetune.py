@@ -41,6 +41,7 @@ import torch
 import gdl.ops
 from gdl.models.registration.matching import RobustMatching
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
+from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_positive
 
 
@@ -147,7 +148,7 @@ def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 
     """The ``free`` points, and every point of an item with fewer than ``minimum`` free ones (a rigid
     fit needs a few points; the comparison then decides)."""
     index = torch.zeros_like(free, dtype=torch.long) if batch is None else batch
-    counts = torch.zeros(int(index.max()) + 1, device=free.device).index_add_(0, index, free.float())
+    counts = torch.zeros(num_items(batch), device=free.device).index_add_(0, index, free.float())
     return free | (counts < minimum)[index]
 
 

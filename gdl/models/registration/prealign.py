@@ -5,8 +5,8 @@ Starting from the translation that aligns the centroids (``start="centroids"``) 
 (``start="identity"``: frames that share a coordinate system, such as consecutive lidar sweeps,
 whose centroids move with what the sensor sees rather than with the sensor), at each blur scale s
 (largest first) and iteration: match the warped source T(x) to the target by robust OT
-(reach = ``reach_factor`` * s), then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the original source (registry
-``weighted_procrustes``) with the robust weights
+(reach = ``reach_factor`` * s), then refit T = argmin_T sum_i w_i |T(x_i) - y_hat_i|^2 on the
+original source (registry ``weighted_procrustes``) with the robust weights
 
     w_i = c_i / (1 + r_i^2 / tau^2)^2,   r_i = |T(x_i) - y_hat_i|,
     tau = max(``robust_factor`` * s, median of the item's r_i)
