@@ -122,9 +122,6 @@ def test_ddp_cpu_runs_two_processes(tmp_path):
     assert_ok(run)
     output = run.stdout + run.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
-    # both ranks share one KeOps cache folder: each formula is compiled once, under the build lock
-    assert (tmp_path / "keops" / "gdl-keops-build.lock").exists()
-    assert not list((tmp_path / "keops").glob("*rank*")) and not list((tmp_path / "keops").glob("*/*.partial"))
     assert (run.folder / "checkpoints" / "last.ckpt").is_file()
 
 
