@@ -17,6 +17,7 @@ from gdl.training.checkpoints import resolve_ckpt_path
 from gdl.training.config_checks import check_config
 from gdl.training.config_errors import ConfigError
 from gdl.training.keops_cache import isolate_keops_cache, local_rank
+from gdl.training.last_checkpoint import LastCheckpoint
 from gdl.training.provenance import git_state
 from gdl.training.wandb_mode import choose_wandb_mode
 
@@ -92,17 +93,20 @@ def _metrics(trainer) -> dict[str, float]:
     return {name: float(value) for name, value in sorted(trainer.callback_metrics.items()) if getattr(value, "numel", lambda: 1)() == 1}
 
 
-def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict) -> None:
+def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict, tested: str | None) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     lines = [f"Run folder: {Path(cfg.paths.output_dir).resolve()}"]
     commit = config["git"]["commit"]
     lines.append(f"  git commit: {commit}{' (with uncommitted changes)' if config['git']['dirty'] else ''}")
     for callback in trainer.checkpoint_callbacks:
-        if callback.best_model_path and callback.best_model_score is not None:
+        if isinstance(callback, LastCheckpoint):
+            if callback.path:
+                lines.append(f"  last checkpoint: {callback.path}")
+        elif callback.best_model_path and callback.best_model_score is not None:
             lines.append(f"  best checkpoint: {callback.best_model_path} ({callback.monitor} = {float(callback.best_model_score):.6g})")
-        if callback.last_model_path:
-            lines.append(f"  last checkpoint: {callback.last_model_path}")
+    if tested:
+        lines.append(f"  tested checkpoint: {tested} (epoch {_checkpoint_epoch(tested)})")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             run_dir = Path(logger.experiment.dir).parent
@@ -116,8 +120,16 @@ def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict) -
     print("\n".join(lines), flush=True)
 
 
+def _checkpoint_epoch(path: str) -> int | None:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("epoch")
+
+
 def _best_checkpoint(trainer) -> str | None:
     for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, LastCheckpoint):
+            continue
         if callback.best_model_path and Path(callback.best_model_path).is_file():
             return callback.best_model_path
     return None
@@ -134,6 +146,7 @@ def run(cfg: DictConfig, source_folder) -> float | None:
     if cfg.get("train", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         metrics.update(_metrics(trainer))
+    checkpoint = None
     if cfg.get("test", False):
         checkpoint = _best_checkpoint(trainer) if cfg.get("train", True) else ckpt_path
         if checkpoint is None and trainer.is_global_zero:
@@ -141,7 +154,7 @@ def run(cfg: DictConfig, source_folder) -> float | None:
         trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False)
         metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
-        _report(cfg, trainer, metrics, config)
+        _report(cfg, trainer, metrics, config, tested=checkpoint)
     name = cfg.get("optimized_metric")
     if name is None:
         return None
