@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from gdl.training.checkpoints import resolve_ckpt_path
 from gdl.training.config_checks import check_config
 from gdl.training.config_errors import ConfigError
-from gdl.training.keops_cache import isolate_keops_cache, local_rank
 from gdl.training.last_checkpoint import LastCheckpoint
 from gdl.training.provenance import git_state
 from gdl.training.wandb_mode import choose_wandb_mode
@@ -55,7 +54,6 @@ def _build_group(key: str, group: DictConfig | None) -> list:
 
 def prepare(cfg: DictConfig) -> None:
     """Process-wide set-up, then the config checks; call before anything imports pykeops."""
-    isolate_keops_cache(distributed=is_distributed(cfg.trainer) or local_rank() > 0)
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (cfg.get("logger") or {}).values() if isinstance(node, DictConfig)):
         choose_wandb_mode()
     check_config(cfg)

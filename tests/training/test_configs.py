@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
-import warnings
 
 import lightning.pytorch as pl
 import pytest
@@ -19,7 +17,6 @@ from gdl.tasks.media import log_point_cloud
 from gdl.training.checkpoints import resolve_ckpt_path
 from gdl.training.config_checks import check_config
 from gdl.training.config_errors import ConfigError
-from gdl.training.keops_cache import isolate_keops_cache
 from gdl.training.pipeline import is_distributed
 from gdl.training.resolvers import register_resolvers
 from gdl.training.wandb_mode import choose_wandb_mode
@@ -178,21 +175,6 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
         os.utime(path, (stamp, stamp))
     assert resolve_ckpt_path("last", tmp_path) == str(newer)
     assert resolve_ckpt_path(None, tmp_path) is None
-
-
-def test_keops_cache_folder_per_rank(tmp_path, monkeypatch):
-    monkeypatch.setenv("KEOPS_CACHE_FOLDER", str(tmp_path))
-    monkeypatch.setenv("GDL_KEOPS_CACHE_BASE", "")  # recorded, so the value set below is undone
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert isolate_keops_cache(distributed=False) == tmp_path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # KeOps may already be imported by other tests
-        rank0 = isolate_keops_cache(distributed=True)
-        monkeypatch.setenv("LOCAL_RANK", "1")
-        rank1 = isolate_keops_cache(distributed=True)
-    assert rank0 == tmp_path / f"{socket.gethostname()}-rank0" and rank0.is_dir()
-    assert rank1 == tmp_path / f"{socket.gethostname()}-rank1" and rank1.is_dir()
-    assert os.environ["KEOPS_CACHE_FOLDER"] == str(rank1)
 
 
 def test_wandb_offline_unless_configured(tmp_path, monkeypatch):
