@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gdl.training.checkpoint_task import WrongTaskError, check_task, load_task_checkpoint
-from tests.training.conftest import QUIET, run_script
+from tests.training.conftest import QUIET, REPO, run_script
 
 FIXTURE = ["experiment=bumps", "logger=csv", *QUIET]
 
@@ -72,3 +72,14 @@ def test_checkpoint_task_check(tmp_path):
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(WrongTaskError, match="not a checkpoint file"):
         load_task_checkpoint(tmp_path / "text.ckpt", expected, "protein_site")
+
+
+def test_predict_sites_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
+    from gdl.cli.predict_sites import main
+
+    other = tmp_path / "flow.ckpt"
+    torch.save({"state_dict": {"model.w": torch.zeros(1)}, "gdl_task": {"class": "gdl.tasks.flow.FlowTask", "name": "kitti_flow"}}, other)
+    pdb = REPO / "gdl" / "samples" / "proteins" / "1I07_A.pdb.gz"
+    with pytest.raises(SystemExit, match=f"^error: {other}: this is a kitti_flow checkpoint \\(gdl.tasks.flow.FlowTask\\), not a protein_site one$"):
+        main([str(pdb), "--ckpt", str(other), "--out", str(tmp_path)])
+    assert not list(tmp_path.glob("*_sites.*"))
