@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--json", default="benchmarks/results/kitti.json", help="output JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the protocol's point sampling")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     show_progress()
     runs = sweep(args.overrides)
     for number, overrides in enumerate(runs):

@@ -69,7 +69,7 @@ def parse_args(argv):
     parser.add_argument("--blur", type=float, default=0.01, help="blur of the OT distance (units)")
     parser.add_argument("--json", default="benchmarks/results/lung.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if (args.landmarks_source is None) != (args.landmarks_target is None):
         parser.error("give both --landmarks-source and --landmarks-target, or neither")
     if not args.unit_mm > 0:

@@ -108,7 +108,7 @@ def parse_args(argv):
     parser.add_argument("--query", default=None, help="points to warp too: x y z rows (.txt) or .npy/.ply/.vtk")
     parser.add_argument("--weights", default="weights", help="point data used as transport masses, or 'none' for uniform masses")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     choices = [p for p in presets() if not p.endswith("_lddmm")]
     if args.preset not in choices:
         parser.error(f"argument --preset: expected one of {choices}, got {args.preset!r}")

@@ -22,13 +22,24 @@ def report(step: str, message: str, start: float | None = None) -> None:
         logger.info(f"{step}: {message}{elapsed}")
 
 
-def show_progress(stream=None) -> None:
-    """Print the registration progress lines (time-stamped) to ``stream`` (stderr by default), once."""
-    if any(getattr(handler, "_gdl_progress", False) for handler in logger.handlers):
+class StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stderr`` is at the time of each line."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def show_progress() -> None:
+    """Print the registration progress lines (time-stamped) to stderr; a second call adds nothing."""
+    if any(isinstance(handler, StderrHandler) for handler in logger.handlers):
         return
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    handler._gdl_progress = True
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
