@@ -1,7 +1,8 @@
 """Timing and memory measurement of benchmark cases, the results table, JSON and plot.
 
 Time: one warm-up call (unless the case has none to warm up), then the median of ``repeats`` calls
-(or the case's own number; CUDA: CUDA events around each call). Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the
+(or the case's own number; CUDA: CUDA events around each call). The cases of one comparison are
+timed in turns (:func:`measure_group`), so that a shared machine's changing load hits them alike. Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the
 call; on CPU, the increase of the process' resident set size (RSS) over its value before the call,
 sampled every millisecond by a background thread (psutil), so short spikes may be missed.
 """
@@ -70,9 +71,8 @@ def time_call(function, device: torch.device) -> float:
     return (time.perf_counter() - begin) * 1e3
 
 
-def measure(case, device: torch.device, repeats: int) -> dict:
-    """Run one case: a result row with median_ms, peak_mb and status."""
-    row = {
+def _new_row(case) -> dict:
+    return {
         "operator": case.operator,
         "n": case.n,
         "implementation": case.implementation,
@@ -81,35 +81,61 @@ def measure(case, device: torch.device, repeats: int) -> dict:
         "baseline": case.baseline,
         "median_ms": None,
         "peak_mb": None,
-        "status": "ok",
+        "status": f"skipped: {case.skip}" if case.skip else "ok",
     }
-    if case.skip:
-        row["status"] = f"skipped: {case.skip}"
-        return row
-    try:
-        repeats = case.repeats or repeats
-        row["repeats"] = repeats
-        function = case.setup()
-        if case.warmup:
-            function()  # warm-up (KeOps compilation, caches)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            times = [time_call(function, device) for _ in range(repeats)]
-            row["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / MB
-        else:
-            with RSSPeak() as memory:
-                times = [time_call(function, device) for _ in range(repeats)]
-            row["peak_mb"] = memory.peak_mb
-        row["median_ms"] = statistics.median(times)
-    except Exception as error:
-        oom = is_out_of_memory(error)
-        row["status"] = "out of memory" if oom else f"error: {type(error).__name__}: {error}"
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return row
+
+
+def _failed(error: BaseException) -> str:
+    return "out of memory" if is_out_of_memory(error) else f"error: {type(error).__name__}: {error}"
+
+
+def _timed_with_peak(function, device: torch.device) -> tuple[float, float]:
+    """(milliseconds, peak memory increase in MB) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        ms = time_call(function, device)
+        return ms, (torch.cuda.max_memory_allocated(device) - before) / MB
+    with RSSPeak() as memory:
+        ms = time_call(function, device)
+    return ms, memory.peak_mb
+
+
+def measure_group(cases: list, device: torch.device, repeats: int) -> list[dict]:
+    """Time the cases of one comparison (same operator, n and mode) in turns: every round calls each
+    case once, so that the load of a shared machine weighs on all of them alike. Returns their rows
+    (median_ms, peak_mb, repeats, status)."""
+    rows = [_new_row(case) for case in cases]
+    functions, times, peaks = [], [[] for _ in cases], [0.0 for _ in cases]
+    for case, row in zip(cases, rows):
+        function = None
+        if not case.skip:
+            try:
+                function = case.setup()
+                if case.warmup:
+                    function()  # warm-up (KeOps compilation, caches)
+            except Exception as error:
+                row["status"], function = _failed(error), None
+        functions.append(function)
+        row["repeats"] = case.repeats or repeats
+    for _ in range(max(row["repeats"] for row in rows)):
+        for i, function in enumerate(functions):
+            if function is None or len(times[i]) >= rows[i]["repeats"]:
+                continue
+            try:
+                ms, peak = _timed_with_peak(function, device)
+            except Exception as error:
+                rows[i]["status"], functions[i] = _failed(error), None
+                continue
+            times[i].append(ms)
+            peaks[i] = max(peaks[i], peak)
+    for row, spent, peak, function in zip(rows, times, peaks, functions):
+        if function is not None and spent:
+            row["median_ms"], row["peak_mb"] = statistics.median(spent), peak
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 def add_ratios(rows: list[dict]) -> None:

@@ -144,7 +144,7 @@ def cases(device: torch.device, sizes: list[int]) -> list[Case]:
         long = {"repeats": LARGE_REPEATS, "warmup": False} if n >= LARGE else {}
         knn_rows = {
             "gdl-auto": None,
-            "gdl-kdtree": None,
+            "gdl-kdtree": "on the CPU gdl-auto runs this method: not repeated at this size" if cpu and n >= LARGE else None,
             "gdl-grid-keops": f"the KeOps grid on a CPU: run up to {KEOPS_GRID_MAX_CPU} points" if cpu and n > KEOPS_GRID_MAX_CPU else None,
             "gdl-brute-keops": quadratic_skip(n, device),
             "pykdtree": package_skip("pykdtree"),

@@ -62,6 +62,8 @@ def kdtree_search(
         if sx.stop == sx.start or n_source == 0:
             continue
         k_item = min(k, n_source)
-        found = _query(ys[sy], xs[sx], k_item, p, bound).astype(np.int64)
-        idx[sx, :k_item] = np.where(found < n_source, found + sy.start, -1)
+        found = _query(ys[sy], xs[sx], k_item, p, bound)
+        np.add(found, sy.start, out=idx[sx, :k_item], casting="unsafe")  # one pass: cast and shift
+        if not math.isinf(bound):
+            idx[sx, :k_item][found == n_source] = -1  # missing neighbours
     return torch.from_numpy(idx).to(x.device)
