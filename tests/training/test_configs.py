@@ -125,17 +125,23 @@ def test_slurm_launcher_config_composes(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("trainer.max_epochs=abc", "trainer.max_epochs"),
-        ("+trainer.max_epochz=3", "trainer.max_epochz"),
-        ("task.lr=fast", "task.lr"),
-        ("seed=1.5", "seed"),
-        ("data._target_=gdl.no_such_module.Data", "data._target_"),
-        ("+callbacks.model_checkpoint.every_n_epoch=2", "callbacks.model_checkpoint.every_n_epoch"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs: expected an integer or null \\(got 'abc'\\)$"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs: must be at least -1"),
+        ("data.batch_size=0", "data.batch_size: must be at least 1 \\(got 0\\)$"),
+        ("task.lr=-0.1", "task.lr: must be positive \\(got -0.1\\)$"),
+        ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches: must be a fraction in \\[0, 1\\]"),
+        ("trainer.devices=0", "trainer.devices: must be at least 1, or -1"),
+        ("+trainer.max_epoch=3", "trainer.max_epoch: not a parameter of lightning.pytorch.Trainer; did you mean max_epochs\\?"),
+        ("+trainer.max_epochz=3", "trainer.max_epochz:"),
+        ("task.lr=fast", "task.lr:"),
+        ("seed=1.5", "seed:"),
+        ("data._target_=gdl.no_such_module.Data", "data._target_:"),
+        ("+callbacks.model_checkpoint.every_n_epoch=2", "callbacks.model_checkpoint.every_n_epoch:"),
     ],
 )
 def test_wrong_override_names_the_key(override, key, tmp_path):
     cfg = compose_train(*FIXTURE, override, tmp_path=tmp_path)
-    with pytest.raises(ConfigError, match=f"^{key}:"):
+    with pytest.raises(ConfigError, match=f"^{key}"):
         check_config(cfg)
 
 
@@ -153,14 +159,14 @@ def _folder_keys(name: str) -> list[str]:
 def test_missing_data_folder_names_the_key(name, tmp_path):
     key = _folder_keys(name)[0]
     cfg = compose_train(*FIXTURE, f"data={name}", f"data.{key}={tmp_path / 'missing'}", tmp_path=tmp_path)
-    with pytest.raises(ConfigError, match=f"^data.{key}: .*missing does not exist"):
+    with pytest.raises(ConfigError, match=f"^data.{key}: no such file or folder \\(got '.*missing'\\)$"):
         check_config(cfg)
 
 
 def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
-    with pytest.raises(ConfigError, match="^ckpt_path=last: no last.ckpt"):
+    with pytest.raises(ConfigError, match="^ckpt_path: no last.ckpt under .* \\(got 'last'\\)$"):
         resolve_ckpt_path("last", tmp_path)
-    with pytest.raises(ConfigError, match="^ckpt_path: no checkpoint file"):
+    with pytest.raises(ConfigError, match="^ckpt_path: no such checkpoint file \\(got '.*nope.ckpt'\\)$"):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
     older, newer = tmp_path / "runs/b/checkpoints/last.ckpt", tmp_path / "runs/a/checkpoints/last.ckpt"
     for path, stamp in ((older, time.time() - 100), (newer, time.time())):

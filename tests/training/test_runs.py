@@ -147,13 +147,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
 
 
-def test_wrong_override_fails_before_training(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer.max_epochs=many", log_dir=tmp_path)
-    assert run.returncode == 1
-    assert "error: trainer.max_epochs: expected" in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.glob("**/*.ckpt")) and "Epoch" not in run.stdout
-
-
 @pytest.mark.slow
 def test_multirun_sweep_from_experiment_file(tmp_path):
     run = run_script("train.py", "-m", "experiment=bumps_sweep", "logger=csv", *QUIET, log_dir=tmp_path)
