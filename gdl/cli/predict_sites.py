@@ -18,6 +18,7 @@ import torch
 
 from gdl.data.pdb import read_pdb
 from gdl.models.dmasif import DMaSIF
+from gdl.training.checkpoint_task import WrongTaskError, load_task_checkpoint
 
 
 def load_site_model(ckpt: str | None) -> DMaSIF:
@@ -25,7 +26,7 @@ def load_site_model(ckpt: str | None) -> DMaSIF:
     model = DMaSIF(head="site")
     if ckpt is None:
         return model
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_task_checkpoint(ckpt, "gdl.tasks.protein_site.ProteinSiteTask", "protein_site")
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
     return model
@@ -93,7 +94,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.ckpt is None:
         print("note: no --ckpt given: the model is untrained and the scores are random", file=sys.stderr)
-    ply, png = predict_sites(args.pdb, args.ckpt, args.out)
+    try:
+        ply, png = predict_sites(args.pdb, args.ckpt, args.out)
+    except (FileNotFoundError, WrongTaskError) as error:
+        sys.exit(f"error: {error}")
     print(f"wrote {ply}\nwrote {png}")
     return 0
 

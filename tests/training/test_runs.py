@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import struct
 from pathlib import Path
 
@@ -128,12 +127,10 @@ def test_wandb_offline_run_folder_then_eval_py_on_best_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_cpu_runs_two_processes(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops"), "GDL_KEOPS_CACHE_BASE": ""})
+    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops")})
     assert_ok(run)
     output = run.stdout + run.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
-    host = socket.gethostname()
-    assert (tmp_path / "keops" / f"{host}-rank0").is_dir() and (tmp_path / "keops" / f"{host}-rank1").is_dir()
     assert (run.folder / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -148,13 +145,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
-
-
-def test_wrong_override_fails_before_training(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer.max_epochs=many", log_dir=tmp_path)
-    assert run.returncode == 1
-    assert "error: trainer.max_epochs: expected" in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.glob("**/*.ckpt")) and "Epoch" not in run.stdout
 
 
 @pytest.mark.slow
