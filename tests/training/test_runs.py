@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.training.conftest import QUIET, REPO, assert_ok, run_script
+from tests.training.conftest import REPO, assert_ok, run_script
 
-FIXTURE = ["experiment=bumps", *QUIET]
+FIXTURE = ["experiment=bumps"]
 EXPERIMENTS = sorted(path.stem for path in (REPO / "configs" / "experiment").glob("*.yaml"))
 
 
@@ -44,7 +44,7 @@ def read_wandb_records(path: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_fast_dev_run(name, tmp_path):
-    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", *QUIET, log_dir=tmp_path)
+    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", log_dir=tmp_path)
     assert_ok(run)
     assert (run.folder / "config_resolved.yaml").is_file()
     metrics = run.printed_metrics()  # fast_dev_run replaces the loggers by a dummy: read what train.py prints
@@ -63,7 +63,7 @@ def _default_configs_present() -> bool:
 def test_default_train_py_on_shipped_sample(tmp_path):
     run = run_script(
         "train.py", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "logger=csv", *QUIET, log_dir=tmp_path,
+        "trainer.limit_test_batches=1", "logger=csv", log_dir=tmp_path,
     )
     assert_ok(run)
     metrics = run.printed_metrics()
@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_sweep_from_experiment_file(tmp_path):
-    run = run_script("train.py", "-m", "experiment=bumps_sweep", "logger=csv", *QUIET, log_dir=tmp_path)
+    run = run_script("train.py", "-m", "experiment=bumps_sweep", "logger=csv", log_dir=tmp_path)
     assert_ok(run)
     jobs = sorted(tmp_path.glob("bumps_sweep/multiruns/*/*/config_resolved.yaml"))
     assert [OmegaConf.load(job).task.lr for job in jobs] == [0.01, 0.03]
