@@ -88,6 +88,7 @@ class LogProgress(ProgressBar):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.sanity_checking or not self._due():
             return
+        self.has_dataloader_changed(dataloader_idx)  # sets the loader whose batch count is shown
         total = self.total_val_batches_current_dataloader
         of = f"/{total}" if isinstance(total, int) else ""
         self._print(f"{self._epochs(trainer)}, validation batch {batch_idx + 1}{of}, {self._timing(trainer)}")
@@ -102,6 +103,7 @@ class LogProgress(ProgressBar):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._due():
+            self.has_dataloader_changed(dataloader_idx)
             total = self.total_test_batches_current_dataloader
             of = f"/{total}" if isinstance(total, int) else ""
             self._print(f"testing, batch {batch_idx + 1}{of}, {format_duration(time.monotonic() - self._test_start)} elapsed")

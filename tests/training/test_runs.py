@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -155,3 +156,19 @@ def test_multirun_sweep_from_experiment_file(tmp_path):
     assert [OmegaConf.load(job).task.lr for job in jobs] == [0.01, 0.03]
     assert run.stdout.count("Final metrics:") == 2
     assert all(math.isfinite(float(line.split()[1])) for line in run.stdout.splitlines() if line.strip().startswith("val/mae"))
+
+
+@pytest.mark.slow
+def test_progress_lines_and_no_library_noise_when_output_is_not_a_terminal(tmp_path):
+    run = run_script("train.py", *FIXTURE, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "callbacks.progress.every_seconds=0", log_dir=tmp_path)
+    assert_ok(run)
+    lines = (run.stdout + run.stderr).splitlines()
+    assert re.fullmatch(r"bumps: training BumpsRegression \(MLP, 161 parameters\) on cpu, 2 epochs; run folder .+", lines[0]), lines[0]
+    batches = [line for line in lines if line.startswith("epoch 1/2, batch ")]
+    assert [line.split(",")[1] for line in batches] == [" batch 1/3", " batch 2/3", " batch 3/3"], lines
+    assert all(re.search(r", \d+s elapsed, about \d+s left$", line) for line in batches[:2]), batches
+    (done,) = [line for line in lines if line.startswith("epoch 2/2 done")]
+    assert re.fullmatch(r"epoch 2/2 done: train/loss [\d.e-]+, val/loss [\d.e-]+, val/mae [\d.e-]+; \d+s elapsed", done), done
+    noise = ("Seed set", "GPU available", "TPU available", "litlogger", "LeafSpec", "wandb:", "][INFO]", "logging interval", "┏")
+    assert not [line for line in lines if any(word in line for word in noise)], lines
+    assert len(lines) == len(set(lines)), "a line printed twice"
