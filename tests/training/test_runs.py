@@ -172,3 +172,12 @@ def test_progress_lines_and_no_library_noise_when_output_is_not_a_terminal(tmp_p
     noise = ("Seed set", "GPU available", "TPU available", "litlogger", "LeafSpec", "wandb:", "][INFO]", "logging interval", "┏")
     assert not [line for line in lines if any(word in line for word in noise)], lines
     assert len(lines) == len(set(lines)), "a line printed twice"
+
+
+def test_help_says_what_gdl_is_and_lists_the_experiments(tmp_path):
+    run = run_script("train.py", "--help", log_dir=tmp_path)
+    assert_ok(run)
+    assert run.stdout.startswith("gdl: geometric deep learning")
+    (listed,) = [line for line in run.stdout.splitlines() if line.startswith("experiment: ")]
+    assert set(listed.removeprefix("experiment: ").split(", ")) >= set(EXPERIMENTS)
+    assert not list(tmp_path.iterdir())
