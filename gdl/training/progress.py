@@ -29,7 +29,7 @@ def progress_bar(every_seconds: float | None = None, terminal: bool | None = Non
 
 
 class LogProgress(ProgressBar):
-    """Progress lines on standard output; ``every_seconds`` None: ``$GDL_PROGRESS_SECONDS`` or 30."""
+    """Progress lines on standard output; ``every_seconds`` None: ``$GDL_PROGRESS_SECONDS`` or 60."""
 
     def __init__(self, every_seconds: float | None = None):
         super().__init__()
