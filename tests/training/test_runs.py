@@ -45,7 +45,7 @@ def read_wandb_records(path: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_fast_dev_run(name, tmp_path):
-    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", log_dir=tmp_path)
+    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", log_dir=tmp_path, timeout=1800)
     assert_ok(run)
     assert (run.folder / "config_resolved.yaml").is_file()
     metrics = run.printed_metrics()  # fast_dev_run replaces the loggers by a dummy: read what train.py prints
