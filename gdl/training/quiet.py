@@ -7,7 +7,9 @@ about the user's own data or settings. Dropped, one by one:
   the litlogger tip, "Seed set to" (the seed is in the run's config), "Restoring states from",
   "Restored all states from" and "Loaded model weights from" a checkpoint (``train.py`` names the
   checkpoint it resumes from or tests);
-- library deprecation notices that the user cannot act on (torch's ``LeafSpec`` through Lightning);
+- library warnings that the user cannot act on: torch's ``LeafSpec`` deprecation through Lightning,
+  and Lightning's advice to rebuild the callbacks a checkpoint was made with (``eval.py`` builds the
+  experiment's own);
 - KeOps' "CUDA libraries not found" on a machine without CUDA, where the CPU is the only choice.
 
 W&B's own banner is silenced by ``wandb_mode`` and its anonymous-setting warning by
@@ -27,7 +29,11 @@ import warnings
 _LIGHTNING_NOISE = re.compile(
     r"^(GPU available: False|TPU available: False|💡 Tip: .*litlogger|Seed set to |Loaded model weights from the checkpoint|Restoring states from the checkpoint path|Restored all states from the checkpoint)"
 )
-_DEPRECATIONS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated",)
+_LIBRARY_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    # eval.py and resumed runs build their callbacks from the config, not from the checkpoint's
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
+)
 _KEOPS_NO_CUDA = "CUDA libraries not found or could not be loaded"
 
 
@@ -48,7 +54,7 @@ def quiet_libraries() -> None:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             if not any(isinstance(existing, _DropLightningNoise) for existing in handler.filters):
                 handler.addFilter(_DropLightningNoise())
-    for message in _DEPRECATIONS:
+    for message in _LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     _import_keops_quietly()
 
