@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         return run(cfg, source_folder=ROOT)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         return run(cfg, source_folder=ROOT)
-    except (ConfigError, NonFiniteLossError) as error:
+    except (ConfigError, NonFiniteLossError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
 
 

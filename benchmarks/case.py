@@ -14,6 +14,10 @@ class Case:
     implementation: who computes it ("gdl-keops", "gdl-torch", "dense-torch", "raw-keops",
     "geomloss", "faiss", "pykdtree", "pot", ...), mode: "forward" or "forward+backward",
     skip: a reason not to run it here (too large for dense memory, missing package, ...).
+    baseline: the implementation of the same operator, n and mode that ``ratio_to_baseline`` divides
+    by (the peer to beat). repeats: overrides the run's number of repeats (long rows); warmup: False
+    where a first call warms nothing up (no compilation, no cache). ``setup`` may record facts it
+    checked (e.g. agreement with a peer) in ``params``, which are saved with the row.
     """
 
     operator: str
@@ -23,3 +27,6 @@ class Case:
     setup: Callable[[], Callable[[], object]]
     skip: str | None = None
     params: dict = field(default_factory=dict)
+    baseline: str | None = None
+    repeats: int | None = None
+    warmup: bool = True

@@ -1,7 +1,8 @@
 """Timing and memory measurement of benchmark cases, the results table, JSON and plot.
 
-Time: one warm-up call, then the median of ``repeats`` calls (CUDA: CUDA events around each
-call). Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the
+Time: one warm-up call (unless the case has none to warm up), then the median of ``repeats`` calls
+(or the case's own number; CUDA: CUDA events around each call). The cases of one comparison are
+timed in turns (:func:`measure_group`), so that a shared machine's changing load hits them alike. Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the allocation before the
 call; on CPU, the increase of the process' resident set size (RSS) over its value before the call,
 sampled every millisecond by a background thread (psutil), so short spikes may be missed.
 """
@@ -70,69 +71,101 @@ def time_call(function, device: torch.device) -> float:
     return (time.perf_counter() - begin) * 1e3
 
 
-def measure(case, device: torch.device, repeats: int) -> dict:
-    """Run one case: a result row with median_ms, peak_mb and status."""
-    row = {
+def _new_row(case) -> dict:
+    return {
         "operator": case.operator,
         "n": case.n,
         "implementation": case.implementation,
         "mode": case.mode,
         "params": case.params,
+        "baseline": case.baseline,
         "median_ms": None,
         "peak_mb": None,
-        "status": "ok",
+        "status": f"skipped: {case.skip}" if case.skip else "ok",
     }
-    if case.skip:
-        row["status"] = f"skipped: {case.skip}"
-        return row
-    try:
-        function = case.setup()
-        function()  # warm-up (KeOps compilation, caches)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            times = [time_call(function, device) for _ in range(repeats)]
-            row["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / MB
-        else:
-            with RSSPeak() as memory:
-                times = [time_call(function, device) for _ in range(repeats)]
-            row["peak_mb"] = memory.peak_mb
-        row["median_ms"] = statistics.median(times)
-    except Exception as error:
-        oom = is_out_of_memory(error)
-        row["status"] = "out of memory" if oom else f"error: {type(error).__name__}: {error}"
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return row
+
+
+def _failed(error: BaseException) -> str:
+    return "out of memory" if is_out_of_memory(error) else f"error: {type(error).__name__}: {error}"
+
+
+def _timed_with_peak(function, device: torch.device) -> tuple[float, float]:
+    """(milliseconds, peak memory increase in MB) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        ms = time_call(function, device)
+        return ms, (torch.cuda.max_memory_allocated(device) - before) / MB
+    with RSSPeak() as memory:
+        ms = time_call(function, device)
+    return ms, memory.peak_mb
+
+
+def measure_group(cases: list, device: torch.device, repeats: int) -> list[dict]:
+    """Time the cases of one comparison (same operator, n and mode) in turns: every round calls each
+    case once, so that the load of a shared machine weighs on all of them alike. Returns their rows
+    (median_ms, peak_mb, repeats, status)."""
+    rows = [_new_row(case) for case in cases]
+    functions, times, peaks = [], [[] for _ in cases], [0.0 for _ in cases]
+    for case, row in zip(cases, rows):
+        function = None
+        if not case.skip:
+            try:
+                function = case.setup()
+                if case.warmup:
+                    function()  # warm-up (KeOps compilation, caches)
+            except Exception as error:
+                row["status"], function = _failed(error), None
+        functions.append(function)
+        row["repeats"] = case.repeats or repeats
+    for _ in range(max(row["repeats"] for row in rows)):
+        for i, function in enumerate(functions):
+            if function is None or len(times[i]) >= rows[i]["repeats"]:
+                continue
+            try:
+                ms, peak = _timed_with_peak(function, device)
+            except Exception as error:
+                rows[i]["status"], functions[i] = _failed(error), None
+                continue
+            times[i].append(ms)
+            peaks[i] = max(peaks[i], peak)
+    for row, spent, peak, function in zip(rows, times, peaks, functions):
+        if function is not None and spent:
+            row["median_ms"], row["peak_mb"] = statistics.median(spent), peak
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """ratio_to_keops: median time over that of the gdl-keops row of the same operator, n and mode."""
-    reference = {
-        (r["operator"], r["n"], r["mode"]): r["median_ms"]
-        for r in rows
-        if r["implementation"] == "gdl-keops" and r["median_ms"]
+    """Ratios between rows of one run (same operator, n and mode): ``ratio_to_keops`` to the
+    gdl-keops row, ``ratio_to_baseline`` to the row of the case's ``baseline`` implementation."""
+    times = {
+        (r["operator"], r["n"], r["mode"], r["implementation"]): r["median_ms"] for r in rows if r["median_ms"]
     }
     for r in rows:
-        base = reference.get((r["operator"], r["n"], r["mode"]))
-        r["ratio_to_keops"] = r["median_ms"] / base if base and r["median_ms"] else None
+        key = (r["operator"], r["n"], r["mode"])
+        keops = times.get((*key, "gdl-keops"))
+        r["ratio_to_keops"] = r["median_ms"] / keops if keops and r["median_ms"] else None
+        base = times.get((*key, r.get("baseline")))
+        r["ratio_to_baseline"] = r["median_ms"] / base if base and r["median_ms"] else None
 
 
 def format_table(rows: list[dict]) -> str:
     header = (
-        f"{'operator':<16} {'n':>8} {'implementation':<15} {'mode':<17} "
-        f"{'median ms':>11} {'x keops':>8} {'peak MB':>9}  status"
+        f"{'operator':<16} {'n':>8} {'implementation':<17} {'mode':<17} "
+        f"{'median ms':>11} {'x keops':>8} {'x baseline':>21} {'peak MB':>9}  status"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         ms = f"{r['median_ms']:.2f}" if r["median_ms"] is not None else "-"
         ratio = f"{r['ratio_to_keops']:.2f}" if r.get("ratio_to_keops") else "-"
+        to_base = f"{r['ratio_to_baseline']:.2f} {r['baseline']}" if r.get("ratio_to_baseline") else "-"
         peak = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
         lines.append(
-            f"{r['operator']:<16} {r['n']:>8} {r['implementation']:<15} {r['mode']:<17} "
-            f"{ms:>11} {ratio:>8} {peak:>9}  {r['status']}"
+            f"{r['operator']:<16} {r['n']:>8} {r['implementation']:<17} {r['mode']:<17} "
+            f"{ms:>11} {ratio:>8} {to_base:>21} {peak:>9}  {r['status']}"
         )
     return "\n".join(lines)
 
@@ -161,12 +194,31 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def row_key(row: dict) -> tuple:
+    return row["operator"], row["n"], row["implementation"], row["mode"]
+
+
 def write_results(rows: list[dict], device: torch.device, out: Path, repeats: int) -> tuple[Path, Path]:
+    """Save this run's rows into ``ops_<device>.json`` (and its plot), keeping the rows of earlier
+    runs that this one did not measure; each row records the run (date) it comes from, and its
+    ratios only ever compare rows of one run."""
     out.mkdir(parents=True, exist_ok=True)
     stem = f"ops_{device.type}"
     json_path, png_path = out / f"{stem}.json", out / f"{stem}.png"
-    json_path.write_text(json.dumps({**environment(device), "repeats": repeats, "rows": rows}, indent=1))
-    plot(rows, png_path, device)
+    info = environment(device)
+    for r in rows:
+        r.setdefault("run", info["date"])
+    kept = []
+    if json_path.exists():
+        earlier = json.loads(json_path.read_text())
+        measured = {row_key(r) for r in rows}
+        for r in earlier.get("rows", []):
+            if row_key(r) not in measured:
+                r.setdefault("run", earlier.get("date"))
+                kept.append(r)
+    merged = kept + rows
+    json_path.write_text(json.dumps({**info, "repeats": repeats, "rows": merged}, indent=1))
+    plot(merged, png_path, device)
     return json_path, png_path
 
 

@@ -1,8 +1,17 @@
-"""DirLab copd1 lung vessel trees: runtime of each registration step, OT distance before and after,
-and the recovery error (mm, 1 unit = 100 mm) of synthetic deformations of the inspiration tree.
+"""DirLab lung vessel trees (full 60k-point trees by default): seconds per registration step, the OT
+distance before and after, the landmark TRE when landmark files are given, and the recovery error of
+realistic synthetic breathing deformations (``gdl.data.lung.BreathingDeformation``), all in mm.
 
-    python benchmarks/lung.py --data ../shared/data/lung_copd1 --steps prealign,finetune \
-        [--points 60000] [--synthetic 3] [--json benchmarks/results/lung.json]
+    python benchmarks/lung.py --data ../shared/data/lung_copd1 --steps prealign,finetune \\
+        [--landmarks-source eBH.txt --landmarks-target iBH.txt [--landmark-format dirlab --origin-mm X Y Z]] \\
+        [--synthetic-seeds 100-104] [--json benchmarks/results/lung.json] [registration.finetune.smoothing=0.05 ...]
+
+Landmarks: text files of x y z rows in the clouds' own coordinates (``--landmark-format xyz``), or
+DirLab voxel-index files (``dirlab``: spacing from the case name or ``--spacing``, ``--origin-mm`` the
+origin of the clouds' frame in mm); ``--unit-mm`` mm per cloud unit (100 for the normalised trees).
+TRE (mean, median, 90th percentile) is reported before registration and after each step. Synthetic
+pairs deform the expiration tree; seeds 0-99 are for tuning, 100 and above are held out. Trailing
+overrides change the ``lung`` config; ``key=a,b`` choices run one benchmark per combination.
 """
 
 from __future__ import annotations
@@ -16,72 +25,144 @@ import numpy as np
 import torch
 
 import gdl.ops
-from gdl.data.lung import MM_PER_UNIT, read_lung_pair
-from gdl.data.synthetic import SyntheticDeformation
-from gdl.models.registration.pipeline import FINETUNE_MODELS, build_pipeline
+from gdl.data.dirlab import LANDMARK_FORMATS, landmark_points, tre_statistics_mm
+from gdl.data.lung import BreathingDeformation, read_lung_pair
+from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, sweep
+from gdl.models.registration.progress import report, show_progress
 
 
-def _subset(points: np.ndarray, weights: np.ndarray, n: int | None, seed: int):
+def seed_list(text: str) -> list[int]:
+    """"0-4" or "0,3,7" (or "" for none) as a list of seeds."""
+    seeds = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        seeds += list(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+def subset(points, weights, n, seed):
     if n is None or n >= len(points):
         return points, weights
-    index = np.random.default_rng(seed).choice(len(points), n, replace=False)
+    index = np.sort(np.random.default_rng(seed).choice(len(points), n, replace=False))
     return points[index], weights[index]
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with copd1_source.vtk and copd1_target.vtk")
+    parser.add_argument("overrides", nargs="*", help="config overrides (key=value; key=a,b sweeps)")
+    parser.add_argument("--data", required=True, help="folder with <case>_source.vtk and <case>_target.vtk")
     parser.add_argument("--case", default="copd1")
+    parser.add_argument("--preset", default="lung", help="configs/registration/<preset>.yaml")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
     parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint for the flow step (lung_flow)")
-    parser.add_argument("--points", default="all", help="points per tree, or 'all'")
-    parser.add_argument("--synthetic", type=int, default=3, help="synthetic deformations to recover")
+    parser.add_argument("--points", default="all", help="points per tree, or 'all' (default)")
+    parser.add_argument("--weights", default="weights", help="point data used as transport masses, or 'none'")
+    parser.add_argument("--landmarks-source", default=None, help="landmarks of the source (expiration) tree")
+    parser.add_argument("--landmarks-target", default=None, help="corresponding landmarks of the target tree")
+    parser.add_argument("--landmark-format", default="xyz", choices=LANDMARK_FORMATS)
+    parser.add_argument("--spacing", type=float, nargs=3, default=None, help="dirlab format: voxel size (mm)")
+    parser.add_argument("--origin-mm", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="dirlab format: origin of the clouds' frame (mm)")
+    parser.add_argument("--unit-mm", type=float, default=100.0, help="mm per cloud unit (100 for the normalised trees)")
+    parser.add_argument("--skip-real", action="store_true", help="only the synthetic pairs")
+    parser.add_argument("--synthetic-seeds", default="100-102", help="synthetic pairs: seeds 0-99 tune, 100+ are held out")
     parser.add_argument("--blur", type=float, default=0.01, help="blur of the OT distance (units)")
     parser.add_argument("--json", default="benchmarks/results/lung.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if (args.landmarks_source is None) != (args.landmarks_target is None):
+        parser.error("give both --landmarks-source and --landmarks-target, or neither")
+    if not args.unit_mm > 0:
+        parser.error(f"argument --unit-mm: expected a positive number, got {args.unit_mm}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    show_progress()
+    landmarks = None
+    if args.landmarks_source is not None:
+        options = dict(format=args.landmark_format, spacing=args.spacing, origin_mm=args.origin_mm, unit_mm=args.unit_mm)
+        landmarks = [landmark_points(path, **options) for path in (args.landmarks_source, args.landmarks_target)]
+        if landmarks[0].shape != landmarks[1].shape:
+            raise SystemExit(f"error: the landmark files hold {len(landmarks[0])} and {len(landmarks[1])} points: they must correspond")
+    runs = sweep(args.overrides)
+    for number, overrides in enumerate(runs):
+        out = Path(args.json)
+        if len(runs) > 1:
+            out = out.with_name(f"{out.stem}_{number}{out.suffix}")
+        run(args, overrides, landmarks, out)
+
+
+def run(args, overrides, landmarks, out: Path):
+    device = torch.device(args.device)
     n = None if args.points == "all" else int(args.points)
     source, target, w_source, w_target = read_lung_pair(args.data, args.case)
-    source, w_source = _subset(source, w_source, n, 0)
-    target, w_target = _subset(target, w_target, n, 1)
-    device = torch.device(args.device)
-    x, y = torch.from_numpy(source).to(device), torch.from_numpy(target).to(device)
-    a = torch.from_numpy(w_source / w_source.sum()).to(device)
-    b = torch.from_numpy(w_target / w_target.sum()).to(device)
-    distance = gdl.ops.get("sinkhorn", p=2, blur=args.blur, debias=True)
-    pipeline = build_pipeline(args.steps.split(","), "lung", args.ckpt, finetune_model=args.finetune).to(device)
+    use_masses = args.weights.lower() != "none"
+    pipeline = build_pipeline(args.steps.split(","), args.preset, args.ckpt, finetune_model=args.finetune, overrides=overrides).to(device)
+    print(f"{args.case}, preset {args.preset} {' '.join(overrides)}, steps {args.steps}, points {args.points}, "
+          f"masses {'weights' if use_masses else 'uniform'}, device {device}")
 
-    timings = {}
-    with torch.no_grad():
-        before = float(distance(x, y, a, b))
-        start = time.perf_counter()
-        displacement = pipeline(x, y, timings=timings)
-        total = time.perf_counter() - start
-        after = float(distance(x + displacement, y, a, b))
-    print(f"copd1 {len(x)} -> {len(y)} points, steps {args.steps}, device {device}")
-    for step, seconds in timings.items():
-        print(f"  {step:>9}: {seconds:8.2f} s")
-    print(f"  OT distance (blur {args.blur}): before {before:.3e}, after {after:.3e}; total {total:.2f} s")
+    def masses(weights):
+        return torch.from_numpy(weights.astype(np.float32)).to(device) if use_masses else None
 
-    deformation = SyntheticDeformation(
-        scales=(0.3, 0.1), amplitudes=(0.15, 0.03), num_controls=64, rotation_deg=5.0, translation=0.05, affine=0.03, noise=0.002
-    )
-    recoveries = []
-    for seed in range(args.synthetic):
-        pair = deformation(torch.from_numpy(target), torch.Generator().manual_seed(seed))
+    result = {"case": args.case, "preset": args.preset, "overrides": list(overrides), "steps": args.steps,
+              "finetune_model": args.finetune, "masses": "weights" if use_masses else "uniform", "device": str(device)}
+    if not args.skip_real:
+        xs, ws = subset(source, w_source, n, 0)
+        yt, wt = subset(target, w_target, n, 1)
+        x, y = torch.from_numpy(xs).to(device), torch.from_numpy(yt).to(device)
+        distance = gdl.ops.get("sinkhorn", p=2, blur=args.blur, debias=True)
+        timings = {}
+        report("lung", f"registering the real pair: {len(x)} -> {len(y)} points")
         with torch.no_grad():
-            predicted = pipeline(pair.source.to(device), pair.target.to(device)).cpu()
-        error = float((predicted - pair.flow).norm(dim=1).mean()) * MM_PER_UNIT
-        initial = float(pair.flow.norm(dim=1).mean()) * MM_PER_UNIT
-        recoveries.append({"seed": seed, "initial_mm": initial, "error_mm": error})
-        print(f"  synthetic {seed}: mean displacement {initial:.2f} mm, recovery error {error:.2f} mm")
-    result = {
-        "case": args.case, "points": len(x), "steps": args.steps, "finetune_model": args.finetune, "device": str(device), "seconds": timings,
-        "ot_before": before, "ot_after": after, "synthetic": recoveries,
-        "mean_recovery_mm": float(np.mean([r["error_mm"] for r in recoveries])) if recoveries else None,
-    }
-    out = Path(args.json)
+            before = float(distance(x, y))
+            registration = pipeline.register(x, y, timings=timings, weights_source=masses(ws), weights_target=masses(wt))
+            after = float(distance(x + registration.displacement, y))
+        real = {"points": [len(x), len(y)], "seconds": timings, "ot_before": before, "ot_after": after}
+        print(f"  real pair: OT distance (blur {args.blur}) {before:.3e} -> {after:.3e}; "
+              + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.items()))
+        if landmarks is not None:
+            moving = torch.from_numpy(landmarks[0].astype(np.float32)).to(device)
+            real["tre_mm"] = {"before": tre_statistics_mm(landmarks[0], landmarks[1], args.unit_mm)}
+            with torch.no_grad():
+                for k, step in enumerate(registration.steps, start=1):
+                    warped = registration.warp(moving, steps=k).cpu().numpy()
+                    real["tre_mm"][f"after {step}"] = tre_statistics_mm(warped, landmarks[1], args.unit_mm)
+            for stage, stats in real["tre_mm"].items():
+                print(f"  TRE {stage:>15}: mean {stats['mean']:6.2f} mm, median {stats['median']:6.2f}, 90% {stats['p90']:6.2f}")
+        result["real"] = real
+
+    deformation = BreathingDeformation()
+    synthetic = []
+    tree = torch.from_numpy(source)
+    for seed in seed_list(args.synthetic_seeds):
+        report("lung", f"synthetic pair, seed {seed}")
+        pair = deformation(tree, torch.Generator().manual_seed(seed), torch.from_numpy(w_source))
+        timings = {}
+        with torch.no_grad():
+            registration = pipeline.register(
+                pair.source.to(device), pair.target.to(device), timings=timings,
+                weights_source=masses(w_source[pair.source_index.numpy()]),
+                weights_target=masses(w_source[pair.target_index.numpy()]),
+            )
+            query = registration.displacement_at(pair.query.to(device)).cpu() if len(pair.query) else None
+        error = (registration.displacement.cpu() - pair.flow).norm(dim=1) * args.unit_mm
+        row = {
+            "seed": seed, "points": [len(pair.source), len(pair.target)],
+            "initial_mm": float(pair.flow.norm(dim=1).mean()) * args.unit_mm,
+            "error_mm": float(error.mean()), "error_p90_mm": float(error.quantile(0.9)),
+            "held_out_error_mm": None if query is None else float((query - pair.query_flow).norm(dim=1).mean()) * args.unit_mm,
+            "seconds": timings,
+        }
+        synthetic.append(row)
+        print(f"  synthetic {seed}: mean motion {row['initial_mm']:.1f} mm -> error {row['error_mm']:.2f} mm "
+              f"(90% {row['error_p90_mm']:.2f}, missing branches {row['held_out_error_mm'] or float('nan'):.2f}); "
+              + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.items()), flush=True)
+    result["synthetic"] = synthetic
+    if synthetic:
+        result["mean_synthetic_error_mm"] = float(np.mean([r["error_mm"] for r in synthetic]))
+        print(f"  synthetic mean error {result['mean_synthetic_error_mm']:.2f} mm over {len(synthetic)} pairs")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

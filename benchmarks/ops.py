@@ -16,7 +16,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from harness import add_ratios, format_table, measure, write_results  # noqa: E402
+from harness import add_ratios, format_table, measure_group, write_results  # noqa: E402
 
 
 def load_case_modules():
@@ -56,12 +56,15 @@ def main(argv=None) -> None:
 
     cases = [case for module in load_case_modules() for case in module.cases(device, sizes)]
     cases = [c for c in cases if wanted is None or c.operator in wanted]
-    rows = []
+    groups: dict[tuple, list] = {}  # one comparison: the same operator, n and mode
     for case in cases:
-        row = measure(case, device, args.repeats)
-        print(f"  {row['operator']} n={row['n']} {row['implementation']} {row['mode']}: "
-              f"{row['median_ms'] if row['median_ms'] is not None else row['status']}", flush=True)
-        rows.append(row)
+        groups.setdefault((case.operator, case.n, case.mode), []).append(case)
+    rows = []
+    for group in groups.values():
+        for row in measure_group(group, device, args.repeats):
+            print(f"  {row['operator']} n={row['n']} {row['implementation']} {row['mode']}: "
+                  f"{row['median_ms'] if row['median_ms'] is not None else row['status']}", flush=True)
+            rows.append(row)
     add_ratios(rows)
     print()
     print(format_table(rows))

@@ -1,4 +1,5 @@
-"""Benchmark cases of the core operators and their peers (raw KeOps, dense torch, FAISS, pykdtree).
+"""Benchmark cases of the core operators and their peers (raw KeOps, dense torch); knn, radius and
+fps are in neighbours.py.
 
 Points are uniform in the unit cube, float32, D = 3. Quadratic-cost rows (every pair visited) are
 skipped above ``QUADRATIC_MAX_CPU`` points on CPU, dense rows above ``DENSE_MAX_BYTES`` of N^2
@@ -98,54 +99,6 @@ def kernel_conv_cases(device, sizes):
     return cases
 
 
-# --- knn ---------------------------------------------------------------------------------------
-def knn_setup(n, device, implementation):
-    def setup():
-        x = points(n, device)
-        if implementation.startswith("gdl-"):
-            op = gdl.ops.get("knn", k=K, backend=implementation[4:])
-            return lambda: op(x)
-        if implementation == "raw-keops":
-            LazyTensor = import_pykeops().LazyTensor
-            sqdist = ((LazyTensor(x[:, None, :]) - LazyTensor(x[None, :, :])) ** 2).sum(-1)
-            return lambda: sqdist.argKmin(K, dim=1)
-        if implementation == "faiss":
-            import faiss
-
-            data = x.cpu().numpy()
-            index = faiss.IndexFlatL2(3)
-            index.add(data)
-            return lambda: index.search(data, K)
-        if implementation == "pykdtree":
-            from pykdtree.kdtree import KDTree
-
-            data = x.cpu().numpy()
-            return lambda: KDTree(data).query(data, k=K)
-
-        def dense():
-            idx = []
-            for rows in torch.split(torch.arange(n, device=device), max(1, 2**24 // n)):
-                idx.append(torch.cdist(x[rows], x).topk(K, dim=1, largest=False).indices)
-            return torch.cat(idx)
-
-        return dense
-
-    return setup
-
-
-def knn_cases(device, sizes):
-    cases = []
-    for n in sizes:
-        for impl in ("gdl-keops", "gdl-torch", "raw-keops", "faiss", "pykdtree", "dense-torch"):
-            skip = None
-            if impl in ("raw-keops", "faiss", "dense-torch"):
-                skip = None if impl == "raw-keops" and device.type == "cuda" else quadratic_skip(n, device)
-            if impl in ("faiss", "pykdtree"):
-                skip = package_skip(impl) or skip
-            cases.append(Case("knn", n, impl, "forward", knn_setup(n, device, impl), skip, {"k": K}))
-    return cases
-
-
 # --- the other core operators --------------------------------------------------------------------
 def gdl_setup(n, device, name, params, call):
     def setup():
@@ -166,11 +119,9 @@ def random_values(n: int, device, columns: int = 1) -> torch.Tensor:
 
 
 def symbolic_skip(name: str, backend: str, n: int, device) -> str | None:
-    """Why a row of radius, kernel_solve or nadaraya_watson is not run here (None: it is)."""
+    """Why a row of kernel_solve or nadaraya_watson is not run here (None: it is)."""
     if device.type != "cpu":
         return None
-    if name == "radius":  # a KNN search: block-sparse for large clouds, so near-linear
-        return quadratic_skip(n, device) if backend == "torch" and n > 20_000 else None
     if name == "kernel_solve" and backend == "torch" and n > 1000:
         return "one dense kernel product per iteration: skipped above 1000 points on CPU"
     return quadratic_skip(n, device)
@@ -180,7 +131,6 @@ def other_cases(device, sizes):
     cases = []
     for n in sizes:
         specs = [
-            ("radius", {"r": neighbourhood_radius(n), "max_neighbors": 32}, lambda n, d: (points(n, d),)),
             (
                 "kernel_solve",
                 {"kernel": "gaussian", "sigma": SIGMA, "alpha": 1.0, "tol": 1e-3},
@@ -197,12 +147,7 @@ def other_cases(device, sizes):
                 setup = gdl_setup(n, device, name, {**params, "backend": backend}, inputs)
                 skip = symbolic_skip(name, backend, n, device)
                 cases.append(Case(name, n, f"gdl-{backend}", "forward", setup, skip, params))
-        # One row each: the same torch code runs for both backends.
-        fps_skip = None
-        if device.type == "cpu" and n > QUADRATIC_MAX_CPU:
-            fps_skip = f"{n // 10} sequential steps over {n} points: skipped above {QUADRATIC_MAX_CPU} on CPU"
-        fps_setup = gdl_setup(n, device, "fps", {"ratio": 0.1}, lambda n, d: (points(n, d),))
-        cases.append(Case("fps", n, "gdl-torch", "forward", fps_setup, fps_skip, {"ratio": 0.1}))
+        # One row: the same torch code runs for both backends.
         voxel = neighbourhood_radius(n, 8)
         grid_setup = gdl_setup(n, device, "grid_subsample", {"voxel_size": voxel}, lambda n, d: (points(n, d),))
         cases.append(Case("grid_subsample", n, "gdl-torch", "forward", grid_setup, None, {"voxel_size": voxel}))
@@ -210,4 +155,4 @@ def other_cases(device, sizes):
 
 
 def cases(device, sizes):
-    return kernel_conv_cases(device, sizes) + knn_cases(device, sizes) + other_cases(device, sizes)
+    return kernel_conv_cases(device, sizes) + other_cases(device, sizes)

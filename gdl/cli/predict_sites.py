@@ -18,6 +18,7 @@ import torch
 
 from gdl.data.pdb import read_pdb
 from gdl.models.dmasif import DMaSIF
+from gdl.training.checkpoint_task import WrongTaskError, load_task_checkpoint
 
 
 def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:
@@ -25,9 +26,12 @@ def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:
     of ``experiment=protein_<head>`` with the default settings of configs/model/dmasif.yaml."""
     if ckpt is None:
         return DMaSIF.from_pretrained(head)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if "config" in state:  # a file written by DMaSIF.save_pretrained
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    if "config" in torch.load(ckpt, map_location="cpu", weights_only=False):  # written by DMaSIF.save_pretrained
         return DMaSIF.from_pretrained(str(ckpt))
+    task = f"gdl.tasks.protein_{head}.Protein{head.capitalize()}Task"
+    state = load_task_checkpoint(ckpt, task, f"protein_{head}")
     model = DMaSIF(**{**DMaSIF.from_pretrained(head).config, "head": head})
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
@@ -93,7 +97,10 @@ def main(argv=None) -> int:
     parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_site (default: the shipped model)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     args = parser.parse_args(argv)
-    ply, png = predict_sites(args.pdb, args.ckpt, args.out)
+    try:
+        ply, png = predict_sites(args.pdb, args.ckpt, args.out)
+    except (FileNotFoundError, WrongTaskError) as error:
+        sys.exit(f"error: {error}")
     print(f"wrote {ply}\nwrote {png}")
     return 0
 

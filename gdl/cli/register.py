@@ -2,22 +2,30 @@
 PNG before/after view.
 
     python -m gdl.cli.register source.vtk target.vtk --out results/ [--steps prealign,finetune]
-        [--ckpt flow.ckpt] [--preset kitti|lung]
+        [--preset kitti|lung] [--ckpt flow.ckpt] [--query landmarks.txt] [--weights weights|none]
+        [registration.finetune.blurs=[0.03,0.01] ...]
 
 Writes ``<out>/warped_source.<ext>`` (the source's format, point data kept), ``<out>/displacement.npy``
-(N, 3) and ``<out>/before_after.png``.
+(N, 3) and ``<out>/before_after.png``; with ``--query`` (x y z rows in .txt, or .npy/.ply/.vtk),
+``<out>/warped_query.<ext>``: those points moved by the same registration. The point data named by
+``--weights`` (the vessel masses ``weights`` of lung trees, by default) are the transport masses of
+pre-alignment and fine-tuning; clouds without it get uniform masses. Trailing ``key=value`` overrides
+change the preset (``configs/registration/<preset>.yaml``). Progress lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gdl.data.pointclouds import read_points, write_points
-from gdl.models.registration.pipeline import FINETUNE_MODELS, PRESETS, build_pipeline
+from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, presets
+from gdl.models.registration.progress import report, show_progress
 
 
 def plot_before_after(source, warped, target, path, max_points: int = 20000) -> Path:
@@ -45,24 +53,97 @@ def plot_before_after(source, warped, target, path, max_points: int = 20000) -> 
     return Path(path)
 
 
-def main(argv=None) -> int:
+def read_query(path) -> tuple[np.ndarray, dict]:
+    """Query points from a text file of x y z rows (``.txt``, ``.csv``: commas allowed) or any
+    point-cloud file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".txt", ".csv"):
+        return read_points(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"query file not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {line.strip()!r}") from None
+        if len(values) != 3:
+            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {len(values)}")
+        rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: the file holds no point")
+    return np.array(rows, dtype=np.float32), {}
+
+
+def point_masses(data: dict, name: str | None, path) -> np.ndarray | None:
+    """The per-point masses ``data[name]`` (None when ``name`` is None or the file has none)."""
+    if name is None or name not in data:
+        return None
+    masses = np.asarray(data[name], dtype=np.float64)
+    if masses.ndim != 1:
+        raise ValueError(f"{path}: point data {name!r} must hold one mass per point, got shape {masses.shape}")
+    return masses
+
+
+def write_query(path: Path, points: np.ndarray, suffix: str) -> Path:
+    if suffix in (".txt", ".csv"):
+        np.savetxt(path, points, fmt="%.6f")
+        return path
+    return write_points(path, points)
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m gdl.cli.register", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="moving point cloud (.vtk, .ply or .npy)")
     parser.add_argument("target", help="fixed point cloud (.vtk, .ply or .npy)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. registration.finetune.blurs=[0.03,0.01]")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
     parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint, needed by the flow step")
-    parser.add_argument("--preset", default="kitti", choices=sorted(PRESETS), help="step parameters: metre-scale scenes or unit-scale lungs")
+    parser.add_argument("--preset", default="kitti", help="configs/registration/<preset>.yaml: kitti (metre-scale scenes) or lung (unit-scale trees)")
+    parser.add_argument("--query", default=None, help="points to warp too: x y z rows (.txt) or .npy/.ply/.vtk")
+    parser.add_argument("--weights", default="weights", help="point data used as transport masses, or 'none' for uniform masses")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    choices = [p for p in presets() if not p.endswith("_lddmm")]
+    if args.preset not in choices:
+        parser.error(f"argument --preset: expected one of {choices}, got {args.preset!r}")
+    return args
 
-    source, source_data = read_points(args.source)
-    target, _ = read_points(args.target)
-    pipeline = build_pipeline(args.steps.split(","), args.preset, args.ckpt, finetune_model=args.finetune).to(args.device)
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    show_progress()
+    began = time.perf_counter()
+    try:
+        report("register", f"reading {args.source} and {args.target}")
+        source, source_data = read_points(args.source)
+        target, target_data = read_points(args.target)
+        query = None if args.query is None else read_query(args.query)[0]
+        weights = None if args.weights.lower() == "none" else args.weights
+        masses = [point_masses(data, weights, path) for data, path in ((source_data, args.source), (target_data, args.target))]
+        if (masses[0] is None) != (masses[1] is None):
+            masses = [None, None]  # one cloud without masses: uniform on both sides
+        pipeline = build_pipeline(
+            args.steps.split(","), args.preset, args.ckpt, finetune_model=args.finetune, overrides=args.overrides
+        ).to(args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report("register", f"{args.preset} preset, steps {','.join(pipeline.steps)}, {len(source)} -> {len(target)} points, "
+           f"masses: {'point data ' + repr(weights) if masses[0] is not None else 'uniform'}, device {args.device}")
+    device = torch.device(args.device)
+    a, b = (None if m is None else torch.from_numpy(m).to(device=device, dtype=torch.float32) for m in masses)
     with torch.no_grad():
-        displacement = pipeline(torch.from_numpy(source).to(args.device), torch.from_numpy(target).to(args.device))
-    displacement = displacement.cpu().numpy()
+        result = pipeline.register(
+            torch.from_numpy(source).to(device), torch.from_numpy(target).to(device), weights_source=a, weights_target=b
+        )
+        displacement = result.displacement.cpu().numpy()
+        warped_query = None if query is None else result.warp(torch.from_numpy(query).to(device)).cpu().numpy()
     warped = source + displacement
 
     out = Path(args.out)
@@ -73,7 +154,11 @@ def main(argv=None) -> int:
         out / "displacement.npy",
     ]
     np.save(written[1], displacement.astype(np.float32))
+    if warped_query is not None:
+        query_suffix = Path(args.query).suffix.lower()
+        written.append(write_query(out / f"warped_query{query_suffix}", warped_query, query_suffix))
     written.append(plot_before_after(source, warped, target, out / "before_after.png"))
+    report("register", f"done in {time.perf_counter() - began:.1f} s")
     for path in written:
         print(path)
     return 0

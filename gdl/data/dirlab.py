@@ -4,6 +4,10 @@ Landmark files ``copdN_300_{iBH,eBH}_xyz_r1.txt`` hold 300 rows of tab-separated
 indices (x, y, z). A voxel index v maps to millimetres as (v - 1) * spacing, and
 
     TRE (mm) = mean_l || (warped_l - target_l) * spacing ||     (landmarks in voxel units).
+
+``landmark_points`` reads landmarks in a point cloud's own coordinates: text files of x y z rows
+(``format="xyz"``), or DirLab voxel-index files (``format="dirlab"``) mapped to cloud units as
+((v - 1) * spacing - origin_mm) / unit_mm.
 """
 
 from __future__ import annotations
@@ -84,3 +88,59 @@ def tre_mm(warped, target, spacing) -> float:
         raise ValueError(f"warped and target must both have shape (L, 3), got {tuple(warped.shape)} and {tuple(target.shape)}")
     spacing = torch.as_tensor(np.asarray(spacing, dtype=np.float64))
     return float(((warped - target) * spacing).norm(dim=1).mean())
+
+
+LANDMARK_FORMATS = ("xyz", "dirlab")
+
+
+def read_xyz(path) -> np.ndarray:
+    """Rows of three numbers x y z (spaces, tabs or commas; ``#`` comments), float64 (L, 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark file not found: {path}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {line.strip()!r}") from None
+        if len(values) != 3:
+            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {len(values)}")
+        rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: the file holds no landmark")
+    return np.array(rows, dtype=np.float64)
+
+
+def landmark_points(path, format: str = "xyz", spacing=None, origin_mm=(0.0, 0.0, 0.0), unit_mm: float = 1.0) -> np.ndarray:
+    """Landmarks (L, 3) in the clouds' units.
+
+    ``format="xyz"``: the file's rows as they are. ``format="dirlab"``: 1-based voxel indices v
+    mapped to ((v - 1) * spacing - origin_mm) / unit_mm, ``spacing`` (mm, 3 numbers) defaulting to
+    the DirLab case named by the file (``copdN_...``).
+    """
+    if format not in LANDMARK_FORMATS:
+        raise ValueError(f"format must be one of {LANDMARK_FORMATS}, got {format!r}")
+    if not unit_mm > 0:
+        raise ValueError(f"unit_mm must be a positive number of mm per cloud unit, got {unit_mm!r}")
+    if format == "xyz":
+        return read_xyz(path)
+    spacing = voxel_spacing(case_of(path)) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    origin_mm = np.asarray(origin_mm, dtype=np.float64)
+    if spacing.shape != (3,) or not (spacing > 0).all():
+        raise ValueError(f"spacing must hold 3 positive numbers (mm), got {spacing.tolist()}")
+    if origin_mm.shape != (3,):
+        raise ValueError(f"origin_mm must hold 3 numbers (mm), got {origin_mm.tolist()}")
+    return (voxels_to_mm(read_landmarks(path), spacing) - origin_mm) / unit_mm
+
+
+def tre_statistics_mm(warped, target, unit_mm: float = 1.0) -> dict:
+    """Mean, median and 90th percentile of |warped - target| * unit_mm over landmarks (L, 3)."""
+    warped, target = np.asarray(warped, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if warped.shape != target.shape or warped.ndim != 2 or warped.shape[1] != 3:
+        raise ValueError(f"warped and target landmarks must both have shape (L, 3), got {warped.shape} and {target.shape}")
+    errors = np.linalg.norm(warped - target, axis=1) * unit_mm
+    return {"mean": float(errors.mean()), "median": float(np.median(errors)), "p90": float(np.percentile(errors, 90))}

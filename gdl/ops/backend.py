@@ -20,9 +20,12 @@ import os
 import subprocess
 import sys
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+
+from gdl.ops.keops_build import import_pykeops_safely
 
 BACKENDS = ("auto", "keops", "torch")
 
@@ -57,12 +60,11 @@ ensure_cxx_runtime_global()
 
 
 def import_pykeops():
-    """Import ``pykeops.torch`` after making the C++ runtime global; returns the module."""
+    """Import ``pykeops.torch`` after making the C++ runtime global, with its formula builds made
+    safe for concurrent processes (:mod:`gdl.ops.keops_build`); returns the module."""
     if "pykeops" not in sys.modules:
         ensure_cxx_runtime_global()
-    import pykeops.torch
-
-    return pykeops.torch
+    return import_pykeops_safely()
 
 
 def device_key(device: torch.device | str) -> str:
@@ -94,10 +96,8 @@ print("KEOPS_OK")
 
 def _cache_file(key: str) -> Path:
     try:
-        import pykeops
-
-        keops_version = pykeops.__version__
-    except Exception:
+        keops_version = version("pykeops")  # read without importing pykeops
+    except PackageNotFoundError:
         keops_version = "missing"
     stack = f"{sys.executable}|{torch.__version__}|{keops_version}|{key}"
     digest = hashlib.sha1(stack.encode()).hexdigest()[:16]

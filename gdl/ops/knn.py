@@ -16,22 +16,23 @@ from gdl.ops.checks import (
     check_positive,
     check_same_device_dtype,
 )
-from gdl.ops.kernels import safe_sqrt
+from gdl.ops.kdtree import kdtree_search
 from gdl.ops.registry import register
 
 METRICS = ("euclidean", "manhattan", "cosine")
-METHODS = ("auto", "brute", "grid")
-# method="auto" uses the voxel grid when D <= 3 and the average item has at least this many query
-# and source points. Measured on a shared 2-core CPU (k = 16, KeOps): the grid is 2x faster than
-# brute force at 10k points with one OpenMP thread but slower with oversubscribed threads, and 3x
-# faster at 100k either way. On a GPU brute force takes about a millisecond at 30k points.
+METHODS = ("auto", "brute", "grid", "kdtree")
+# method="auto" on the CPU uses a KD-tree when D <= KDTREE_MAX_DIM: exact, and one to two orders of
+# magnitude faster than any all-pairs search there (benchmarks/results/ops_cpu.json). On a GPU it
+# uses the voxel grid when D <= 3 and the average item has at least GRID_MIN_POINTS query and
+# source points (on a GPU brute force takes about a millisecond at 30k points), brute force otherwise.
+KDTREE_MAX_DIM = 3
 GRID_MIN_POINTS = 50_000
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
     """Row-wise d(x_i, y_i) for matching rows (..., D) -> (...), differentiable."""
     if metric == "euclidean":
-        return safe_sqrt(((x - y) ** 2).sum(-1))
+        return torch.linalg.vector_norm(x - y, dim=-1)  # its gradient at x = y is 0, not NaN
     if metric == "manhattan":
         return (x - y).abs().sum(-1)
     return 1 - (x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))
@@ -58,8 +59,12 @@ class KNN(Operator):
 
     ``method="brute"`` compares every pair of the same item; ``"grid"`` (D <= 3 only) is the exact
     block-sparse search of :mod:`gdl.ops.block_sparse`, which only visits the voxels that can hold
-    a neighbour; ``"auto"`` picks the grid for large low-dimensional clouds. ``grid_cell_points``
-    is the average number of source points per occupied voxel of the grid (a speed knob only).
+    a neighbour; ``"kdtree"`` is an exact KD-tree search per batch item (:mod:`gdl.ops.kdtree`:
+    pykdtree, or scipy's cKDTree for manhattan; it runs on the CPU, other devices' points are
+    copied there). ``"auto"`` picks the KD-tree on the CPU for D <= 3, and on a GPU the grid for
+    large low-dimensional clouds, brute force otherwise. All methods return the same neighbours
+    (up to ties). ``grid_cell_points`` is the average number of source points per occupied voxel of
+    the grid (a speed knob only).
     """
 
     def __init__(
@@ -85,12 +90,14 @@ class KNN(Operator):
         )
 
     def method_for(self, x: torch.Tensor, y: torch.Tensor, num_items: int) -> str:
-        """``"brute"`` or ``"grid"``: the search used for these inputs."""
+        """``"brute"``, ``"grid"`` or ``"kdtree"``: the search used for these inputs."""
         low_dim = x.shape[1] <= MAX_DIM
         if self.method == "grid" and not low_dim:
             raise ValueError(f"method='grid' needs points of dimension D <= {MAX_DIM}, got D = {x.shape[1]}")
         if self.method != "auto":
             return self.method
+        if x.device.type == "cpu" and x.shape[1] <= KDTREE_MAX_DIM:
+            return "kdtree"
         large = min(x.shape[0], y.shape[0]) >= GRID_MIN_POINTS * num_items
         return "grid" if low_dim and large else "brute"
 
@@ -125,25 +132,25 @@ class KNN(Operator):
                 f"to search{' besides the query point itself' if self.exclude_self else ''}"
             )
         method = self.method_for(x, y, pair.num_items)
-        backend = self.backend_for(x.device)
         with torch.no_grad():
             xs = _search_key(x.detach(), self.metric).contiguous()
             ys = _search_key(y.detach(), self.metric).contiguous()
-            if method == "grid":
-                p = 1 if self.metric == "manhattan" else 2  # cosine: euclidean on unit vectors
+            p = 1 if self.metric == "manhattan" else 2  # cosine: euclidean on unit vectors
+            if method == "kdtree":
+                idx = kdtree_search(xs, ys, pair, k_search, p)
+            elif method == "grid":
+                backend = self.backend_for(x.device)
                 idx = grid_knn(
                     xs, ys, _items(batch_x, x), _items(batch_y, y), k_search, p, backend, self.grid_cell_points
                 )
-            elif backend == "keops":
+            elif self.backend_for(x.device) == "keops":
                 idx = self._indices_keops(xs, ys, pair, k_search)
             else:
                 idx = self._indices_torch(xs, ys, pair, k_search)
             if self.exclude_self:
                 idx = _drop_self(idx, torch.arange(x.shape[0], device=x.device))
-        dists = pairwise_distance(x[:, None, :], y[idx], self.metric)
-        # Re-sort: ties and float rounding in the search may leave equal distances out of order.
-        dists, order = dists.sort(dim=1, stable=True)
-        return dists, idx.gather(1, order)
+        dists = pairwise_distance(x[:, None, :], gather_rows(y, idx), self.metric)
+        return sort_rows(dists, idx)
 
     def _indices_keops(self, x, y, pair, k):
         LazyTensor = import_pykeops().LazyTensor
@@ -172,6 +179,19 @@ class KNN(Operator):
                     d = -xq @ ys.T
                 idx[sx][rows] = d.topk(k, dim=1, largest=False, sorted=True).indices + sy.start
         return idx
+
+
+def gather_rows(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``y[idx]`` for an (N, k) index tensor, as one ``index_select`` (faster on the CPU)."""
+    return y.index_select(0, idx.reshape(-1)).view(*idx.shape, y.shape[1])
+
+
+def sort_rows(dists: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows by increasing distance: ties and rounding in a search may leave them out of order."""
+    if bool((dists[:, 1:] >= dists[:, :-1]).all()):
+        return dists, idx
+    dists, order = dists.sort(dim=1, stable=True)
+    return dists, idx.gather(1, order)
 
 
 def _items(batch: torch.Tensor | None, points: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ import torch
 
 from gdl.ops.base import Operator
 from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.checks import check_batch, check_pair, check_points, check_positive
-from gdl.ops.knn import KNN
+from gdl.ops.checks import check_batch, check_choice, check_pair, check_points, check_positive
+from gdl.ops.kdtree import kdtree_search
+from gdl.ops.knn import KDTREE_MAX_DIM, KNN, METHODS, gather_rows, pairwise_distance, sort_rows
 from gdl.ops.registry import register
 
 
@@ -20,17 +21,21 @@ class Radius(Operator):
     euclidean distance ``r`` of x_i, ``dists`` their distances |x_i - y_idx|, differentiable in
     x and y. Missing neighbours are padded with ``idx = -1`` and ``dist = +inf``.
 
-    It is a k-nearest-neighbour search (:class:`gdl.ops.knn.KNN`, k = max_neighbors, or the size
-    of a smaller batch item) followed by a mask beyond r.
+    ``method="kdtree"`` is a ball query per batch item (:mod:`gdl.ops.kdtree`): a KD-tree search of
+    the ``max_neighbors`` nearest points that prunes everything beyond r, on the CPU (other devices'
+    points are copied there). ``"brute"`` and ``"grid"`` are the k-nearest-neighbour searches of
+    :class:`gdl.ops.knn.KNN` (k = max_neighbors, or the size of a smaller batch item) followed by
+    a mask beyond r. ``"auto"`` picks the KD-tree on the CPU for D <= 3, KNN's choice elsewhere.
     """
 
-    def __init__(self, r: float, max_neighbors: int = 32, backend: str = "auto"):
+    def __init__(self, r: float, max_neighbors: int = 32, method: str = "auto", backend: str = "auto"):
         super().__init__(backend)
         self.r = float(check_positive("r", r))
         self.max_neighbors = check_positive("max_neighbors", max_neighbors, integer=True)
+        self.method = check_choice("method", method, METHODS)
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, max_neighbors={self.max_neighbors}, " + super().extra_repr()
+        return f"r={self.r}, max_neighbors={self.max_neighbors}, method={self.method!r}, " + super().extra_repr()
 
     def forward(self, x, y=None, batch_x=None, batch_y=None):
         check_points("x", x)
@@ -46,6 +51,27 @@ class Radius(Operator):
         pair = batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])
         require_nonempty_targets(pair)
 
+        use_tree = self.method == "kdtree" or (
+            self.method == "auto" and x.device.type == "cpu" and x.shape[1] <= KDTREE_MAX_DIM
+        )
+        if use_tree:
+            dists, idx = self._ball_query(x, y, pair)
+        else:
+            dists, idx = self._knn_then_mask(x, y, batch_x, batch_y, pair)
+        outside = dists > self.r
+        dists = dists.masked_fill(outside, float("inf"))
+        idx = idx.masked_fill(outside, -1)
+        return dists, idx
+
+    def _ball_query(self, x, y, pair):
+        # A bound a hair above r: the tree's rounding never drops a point that torch puts within r.
+        with torch.no_grad():
+            idx = kdtree_search(x, y, pair, self.max_neighbors, p=2, bound=self.r * (1 + 1e-5))
+        found = idx >= 0
+        dists = pairwise_distance(x[:, None, :], gather_rows(y, idx.clamp(min=0)), "euclidean")
+        return sort_rows(dists.masked_fill(~found, float("inf")), idx)
+
+    def _knn_then_mask(self, x, y, batch_x, batch_y, pair):
         dists = x.new_full((x.shape[0], self.max_neighbors), float("inf"))
         idx = torch.full((x.shape[0], self.max_neighbors), -1, dtype=torch.int64, device=x.device)
         # Items smaller than max_neighbors are searched with k = their size, in groups of equal k.
@@ -56,13 +82,10 @@ class Radius(Operator):
             rows_y = _rows_of(items, pair.start_y, pair.end_y).to(y.device)
             sub_batch_x = None if batch_x is None else batch_x[rows_x]
             sub_batch_y = None if batch_y is None else batch_y[rows_y]
-            knn = KNN(k=int(k), backend=self.backend)
+            knn = KNN(k=int(k), method=self.method, backend=self.backend)
             d, j = knn(x[rows_x], y[rows_y], sub_batch_x, sub_batch_y)
             dists[rows_x, :k] = d
             idx[rows_x, :k] = rows_y[j]
-        outside = dists > self.r
-        dists = dists.masked_fill(outside, float("inf"))
-        idx = idx.masked_fill(outside, -1)
         return dists, idx
 
 

@@ -24,8 +24,8 @@ def resolve_ckpt_path(ckpt_path, experiment_dir) -> str | None:
     if str(ckpt_path) == "last":
         found = newest_last_checkpoint(experiment_dir)
         if found is None:
-            raise ConfigError(f"ckpt_path=last: no last.ckpt under {experiment_dir}")
+            raise ConfigError.at("ckpt_path", f"no last.ckpt under {experiment_dir} (no earlier run of this experiment to resume)", "last")
         return str(found)
     if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt_path}")
+        raise ConfigError.at("ckpt_path", "no such checkpoint file", str(ckpt_path))
     return str(ckpt_path)

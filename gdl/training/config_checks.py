@@ -2,12 +2,16 @@
 
 Hydra already rejects unknown top-level keys (``foo=1``). These checks cover what it cannot see:
 targets that do not import, keys that the target's constructor does not take, values of the wrong
-type for the constructor's annotation, data folders that do not exist, and the run-level settings.
+type for the constructor's annotation, values out of range for parameters whose range is known by
+name (``max_epochs``, ``batch_size``, ``lr`` ...), data files and folders that do not exist, and the
+run-level settings. Every error reads ``<key>: <what is wrong> (got <value>)``.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -24,6 +28,64 @@ _OUTPUT_KEY = re.compile(r"^(cache|output|log|save|out)_")
 _SCALARS = (bool, int, float, str)
 
 
+def _at_least(low: float, note: str = ""):
+    return lambda value: value >= low, f"must be at least {low:g}{note}"
+
+
+def _fraction_or_count(value) -> bool:
+    return value >= 0 if isinstance(value, int) else 0.0 <= value <= 1.0
+
+
+# parameter name -> (test of a number, what the number must be); applied wherever the name appears
+_RANGES = {
+    "max_epochs": _at_least(-1, " (-1: no limit)"),
+    "min_epochs": _at_least(0),
+    "max_steps": _at_least(-1, " (-1: no limit)"),
+    "min_steps": _at_least(0),
+    "batch_size": _at_least(1),
+    "num_workers": _at_least(0),
+    "num_nodes": _at_least(1),
+    "num_points": _at_least(1),
+    "accumulate_grad_batches": _at_least(1),
+    "check_val_every_n_epoch": _at_least(1),
+    "log_every_n_steps": _at_least(1),
+    "every_n_epochs": _at_least(0),
+    "num_sanity_val_steps": _at_least(-1, " (-1: all validation batches)"),
+    "patience": _at_least(0),
+    "save_top_k": _at_least(-1, " (-1: keep all)"),
+    "gradient_clip_val": _at_least(0),
+    "weight_decay": _at_least(0),
+    "lr": (lambda value: value > 0, "must be positive"),
+    "devices": (lambda value: value >= 1 or value == -1, "must be at least 1, or -1 for all devices"),
+    **{
+        f"limit_{split}_batches": (_fraction_or_count, "must be a fraction in [0, 1] or a count of batches >= 0")
+        for split in ("train", "val", "test", "predict")
+    },
+    "overfit_batches": (_fraction_or_count, "must be a fraction in [0, 1] or a count of batches >= 0"),
+}
+
+
+def _describe(annotation) -> str:
+    """A type annotation in words: ``Optional[int]`` -> 'an integer or null'."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(option) for option in typing.get_args(annotation)))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(option) for option in typing.get_args(annotation))
+    words = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if annotation in words:
+        return words[annotation]
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _check_range(key: str, name: str, value) -> None:
+    if name not in _RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    test, requirement = _RANGES[name]
+    if not math.isfinite(value) or not test(value):
+        raise ConfigError.at(f"{key}.{name}", requirement, value)
+
+
 def _locate(key: str, target: str):
     try:
         return get_class(target)
@@ -31,7 +93,7 @@ def _locate(key: str, target: str):
         try:
             return get_method(target)
         except Exception as error:  # noqa: BLE001
-            raise ConfigError(f"{key}._target_: cannot import {target!r} ({error})") from None
+            raise ConfigError.at(f"{key}._target_", f"cannot import it ({str(error).splitlines()[0]})", target) from None
 
 
 def _signature(obj) -> tuple[inspect.Signature | None, dict[str, Any]]:
@@ -78,12 +140,15 @@ def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> N
         if name.startswith("_") and name.endswith("_"):
             continue
         if name not in parameters and not takes_any:
-            raise ConfigError(f"{key}.{name}: not a parameter of {node['_target_']} (it takes {', '.join(parameters)})")
+            known = [p for p in parameters if p != "self"]
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"{key}.{name}: not a parameter of {node['_target_']}; {hint}it takes {', '.join(known)}")
         value = node[name]
         none_by_default = value is None and name in parameters and parameters[name].default is None
         if name in hints and not none_by_default and (value is None or isinstance(value, _SCALARS)) and not _matches(value, hints[name]):
-            expected = getattr(hints[name], "__name__", None) or str(hints[name]).replace("typing.", "")
-            raise ConfigError(f"{key}.{name}: expected {expected}, got {value!r}")
+            raise ConfigError.at(f"{key}.{name}", f"expected {_describe(hints[name])}", value)
+        _check_range(key, name, value)
     missing = [
         name
         for name, p in parameters.items()
@@ -94,7 +159,7 @@ def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> N
         and name != "self"
     ]
     if missing and not node.get("_partial_", False):
-        raise ConfigError(f"{key}: missing required parameter(s) {', '.join(missing)} of {node['_target_']}")
+        raise ConfigError(f"{key}: missing required parameter(s) {', '.join(missing)} of {node['_target_']} (add them with +{key}.NAME=VALUE)")
 
 
 def _check_paths(key: str, node) -> None:
@@ -104,7 +169,7 @@ def _check_paths(key: str, node) -> None:
             value = node[name]
             is_input = _PATH_KEY.search(str(name)) and not _OUTPUT_KEY.match(str(name))
             if isinstance(value, str) and is_input and not Path(value).exists():
-                raise ConfigError(f"{key}.{name}: {value} does not exist")
+                raise ConfigError.at(f"{key}.{name}", "no such file or folder", value)
             _check_paths(f"{key}.{name}", value)
     elif isinstance(node, ListConfig):
         for index, value in enumerate(node):
@@ -128,13 +193,16 @@ def check_config(cfg: DictConfig) -> None:
     try:
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     except Exception as error:  # noqa: BLE001 - omegaconf names the key in its message
-        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {error}") from None
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{getattr(error, 'full_key', '') or 'config'}: {message}") from None
     seed = resolved.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ConfigError(f"seed: expected an integer or null, got {seed!r}")
+        raise ConfigError.at("seed", "expected an integer or null", seed)
     for flag in ("train", "test"):
         if flag in resolved and not isinstance(resolved[flag], bool):
-            raise ConfigError(f"{flag}: expected true or false, got {resolved[flag]!r}")
+            raise ConfigError.at(flag, "expected true or false", resolved[flag])
+    if resolved.get("train") is False and resolved.get("test") and resolved.get("ckpt_path") is None:
+        raise ConfigError.at("ckpt_path", "testing without training needs a checkpoint: ckpt_path=PATH or ckpt_path=last", None)
     for group in ("data", "model", "task", "trainer"):
         if not isinstance(resolved.get(group), DictConfig) or "_target_" not in resolved[group]:
             raise ConfigError(f"{group}: no configuration with a _target_ (choose one with {group}=NAME)")

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
+from gdl.training.last_checkpoint import LastCheckpoint
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
@@ -23,7 +25,7 @@ class StopOnNonFiniteLoss(Callback):
         if torch.isfinite(loss.detach()).all():
             return
         message = f"training loss is {loss.detach().flatten()[0].item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; training stopped"
-        saved = [Path(cb.last_model_path) for cb in trainer.checkpoint_callbacks if getattr(cb, "last_model_path", "")]
+        saved = [Path(cb.path) for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint) and cb.path]
         saved = [path for path in saved if path.is_file()]
         message += f"; last good checkpoint: {saved[0]}" if saved else "; no checkpoint was saved before it"
         raise NonFiniteLossError(message)

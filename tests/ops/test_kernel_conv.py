@@ -1,5 +1,7 @@
 """kernel_conv against a dense float64 reference written from the formulas of the issue."""
 
+import math
+
 import pytest
 import torch
 
@@ -124,3 +126,79 @@ def test_bad_batches_and_parameters(generator):
         gdl.ops.get("kernel_conv", sigma=[0.1, -1])
     with pytest.raises(ValueError, match="backend must be one of"):
         gdl.ops.get("kernel_conv", backend="cuda")
+
+
+def masked_reference(kernel, x, y, sigmas, cutoff):
+    """The exact kernel restricted to the pairs closer than the cutoff."""
+    return reference_kernel(kernel, x, y, sigmas) * (torch.cdist(x, y) < cutoff)
+
+
+@pytest.mark.parametrize("name", ["bunny", "kitti"])
+def test_truncated_gaussian_on_real_clouds_with_gradients(real_cloud, generator, name):
+    x, diagonal = real_cloud(name, 2500)
+    x, y = x[:1500].requires_grad_(), x[1000:].clone().requires_grad_()
+    b = torch.randn(y.shape[0], 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(x.shape[0], 2, generator=generator, dtype=torch.float64)
+    sigma, t = 0.01 * diagonal, 4.0
+    exact = reference_kernel("gaussian", x, y, (sigma,)) @ b
+    masked = masked_reference("gaussian", x, y, (sigma,), t * sigma) @ b
+    exact_grads = torch.autograd.grad((exact * weights).sum(), [x, y, b])
+    masked_grads = torch.autograd.grad((masked * weights).sum(), [x, y, b])
+    # Every dropped weight is below exp(-t^2 / 2), every dropped derivative below (t / sigma) exp(-t^2 / 2).
+    bound = math.exp(-(t**2) / 2) * b.detach().abs().sum(0).max()
+    for backend in BACKENDS:
+        a = gdl.ops.get("kernel_conv", sigma=sigma, backend=backend, truncate=t)(x, y, b)
+        assert float((a - exact).detach().abs().max()) <= bound
+        grads = torch.autograd.grad((a * weights).sum(), [x, y, b])
+        if backend == "torch":  # exactly the pairs closer than the cutoff
+            torch.testing.assert_close(a, masked, rtol=1e-10, atol=1e-12)
+            for g, e in zip(grads, masked_grads):
+                torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12)
+        scale = [float(e.abs().max()) for e in exact_grads]
+        errors = [float((g - e).abs().max()) for g, e in zip(grads, exact_grads)]
+        assert max(err / s for err, s in zip(errors, scale)) < 30 * math.exp(-(t**2) / 2) * t, errors
+        assert errors[0] > 0, "truncation dropped nothing: the test does not test it"
+
+
+@pytest.mark.parametrize("kernel", ["laplacian", "cauchy", "inverse_multiquadric"])
+def test_heavy_tailed_kernels_sum_exactly_the_pairs_within_the_cutoff(generator, kernel):
+    x, y = random_cloud(generator, 700), random_cloud(generator, 500)
+    b = torch.randn(500, 2, generator=generator, dtype=torch.float64)
+    sigmas, t = (0.02, 0.05), 3.0
+    a = gdl.ops.get("kernel_conv", kernel=kernel, sigma=list(sigmas), backend="torch", truncate=t)(x, y, b)
+    torch.testing.assert_close(a, masked_reference(kernel, x, y, sigmas, t * 0.05) @ b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_ragged_batch_equals_per_item_calls(generator, backend):
+    sizes_x, sizes_y = torch.tensor([400, 0, 700, 90]), torch.tensor([500, 30, 600, 1])
+    x = random_cloud(generator, int(sizes_x.sum()))
+    y = random_cloud(generator, int(sizes_y.sum()))
+    b = torch.randn(y.shape[0], 2, generator=generator, dtype=torch.float64)
+    batch_x = torch.repeat_interleave(torch.arange(4), sizes_x)
+    batch_y = torch.repeat_interleave(torch.arange(4), sizes_y)
+    op = gdl.ops.get("kernel_conv", sigma=0.03, backend=backend, truncate=4)
+    a = op(x, y, b, batch_x, batch_y)
+    # KeOps visits whole voxel blocks: pairs a little beyond the cutoff may count, on a grid that
+    # depends on the whole batch; each differs from the exact sum by less than exp(-8) sum |b|.
+    tolerance = 1e-12 if backend == "torch" else 2 * math.exp(-8) * float(b.abs().sum(0).max())
+    for item in range(4):
+        rows, cols = batch_x == item, batch_y == item
+        if rows.any():
+            torch.testing.assert_close(a[rows], op(x[rows], y[cols], b[cols]), rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cloud_within_the_cutoff_gives_the_exact_sum(generator, backend):
+    x, y = random_cloud(generator, 60), random_cloud(generator, 50)
+    b = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    exact = gdl.ops.get("kernel_conv", sigma=0.5, backend=backend)(x, y, b)
+    torch.testing.assert_close(gdl.ops.get("kernel_conv", sigma=0.5, backend=backend, truncate=4)(x, y, b), exact)
+
+
+@pytest.mark.parametrize("truncate", [0, -2.0, float("inf"), float("nan")])
+def test_truncate_must_be_positive_and_finite(truncate):
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("kernel_conv", truncate=truncate)
+    with pytest.raises(ValueError, match="truncate needs a kernel that decays"):
+        gdl.ops.get("kernel_conv", kernel="energy", truncate=4)

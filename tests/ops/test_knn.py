@@ -8,6 +8,8 @@ import torch
 import gdl.ops
 
 BACKENDS = ["torch", "keops"]
+# (method, backend): all-pairs search in torch and in KeOps, and the CPU KD-tree
+SEARCHES = [("brute", "torch"), ("brute", "keops"), ("kdtree", "auto")]
 METRICS = ["euclidean", "manhattan", "cosine"]
 K = 5
 
@@ -36,34 +38,34 @@ def batch_of(sizes):
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method, backend", SEARCHES)
 @pytest.mark.parametrize("metric", METRICS)
-def test_matches_dense_float64(backend, metric, generator):
+def test_matches_dense_float64(method, backend, metric, generator):
     x = torch.randn(300, 3, generator=generator, dtype=torch.float64)
     y = torch.randn(400, 3, generator=generator, dtype=torch.float64)
-    dists, idx = gdl.ops.get("knn", k=K, metric=metric, method="brute", backend=backend)(x, y)
+    dists, idx = gdl.ops.get("knn", k=K, metric=metric, method=method, backend=backend)(x, y)
     ref_dists, ref_idx = reference_knn(x, y, K, metric)
     torch.testing.assert_close(dists, ref_dists, rtol=1e-10, atol=1e-10)
     assert torch.equal(idx, ref_idx)  # continuous random data: no ties
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_float32_matches_float64_reference(backend, generator):
+@pytest.mark.parametrize("method, backend", SEARCHES)
+def test_float32_matches_float64_reference(method, backend, generator):
     x = torch.rand(500, 3, generator=generator)
-    dists, idx = gdl.ops.get("knn", k=K, method="brute", backend=backend)(x)
+    dists, idx = gdl.ops.get("knn", k=K, method=method, backend=backend)(x)
     ref_dists, _ = reference_knn(x.double(), x.double(), K, "euclidean")
     torch.testing.assert_close(dists.double(), ref_dists, rtol=1e-5, atol=1e-6)
     # each returned index realises its distance
     torch.testing.assert_close((x[:, None, :] - x[idx]).norm(dim=-1), dists)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ragged_batch_matches_per_item_calls(backend, generator):
+@pytest.mark.parametrize("method, backend", SEARCHES)
+def test_ragged_batch_matches_per_item_calls(method, backend, generator):
     sizes_x, sizes_y = [40, 1, 75, 30], [50, K, 60, 90]  # item 1 has exactly k points to search
     x = torch.randn(sum(sizes_x), 3, generator=generator, dtype=torch.float64)
     y = torch.randn(sum(sizes_y), 3, generator=generator, dtype=torch.float64)
     batch_x, batch_y = batch_of(sizes_x), batch_of(sizes_y)
-    knn = gdl.ops.get("knn", k=K, method="brute", backend=backend)
+    knn = gdl.ops.get("knn", k=K, method=method, backend=backend)
     dists, idx = knn(x, y, batch_x, batch_y)
     start_x = start_y = 0
     for nx, ny in zip(sizes_x, sizes_y):
@@ -75,46 +77,46 @@ def test_ragged_batch_matches_per_item_calls(backend, generator):
     assert torch.equal(idx, ref_idx)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_item_with_sources_but_no_queries(backend, generator):
+@pytest.mark.parametrize("method, backend", SEARCHES)
+def test_item_with_sources_but_no_queries(method, backend, generator):
     x = torch.randn(20, 2, generator=generator, dtype=torch.float64)
     y = torch.randn(30, 2, generator=generator, dtype=torch.float64)
     batch_x = torch.full((20,), 2)
     batch_y = torch.repeat_interleave(torch.arange(3), torch.tensor([10, 10, 10]))
-    dists, idx = gdl.ops.get("knn", k=3, method="brute", backend=backend)(x, y, batch_x, batch_y)
+    dists, idx = gdl.ops.get("knn", k=3, method=method, backend=backend)(x, y, batch_x, batch_y)
     assert bool((idx >= 20).all())
     ref_dists, ref_idx = reference_knn(x, y, 3, "euclidean", batch_x, batch_y)
     assert torch.equal(idx, ref_idx)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method, backend", SEARCHES)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_exclude_self(backend, metric, generator):
+def test_exclude_self(method, backend, metric, generator):
     x = torch.randn(200, 3, generator=generator, dtype=torch.float64)
     batch = batch_of([120, 80])
-    dists, idx = gdl.ops.get("knn", k=K - 1, metric=metric, exclude_self=True, backend=backend)(x, batch_x=batch)
+    dists, idx = gdl.ops.get("knn", k=K - 1, metric=metric, exclude_self=True, method=method, backend=backend)(x, batch_x=batch)
     ref_dists, ref_idx = reference_knn(x, x, K - 1, metric, batch, batch, exclude_self=True)
     assert not bool((idx == torch.arange(200)[:, None]).any())
     torch.testing.assert_close(dists, ref_dists)
     assert torch.equal(idx, ref_idx)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_exclude_self_with_duplicated_points(backend, generator):
+@pytest.mark.parametrize("method, backend", SEARCHES)
+def test_exclude_self_with_duplicated_points(method, backend, generator):
     x = torch.randn(50, 3, generator=generator, dtype=torch.float64).repeat(2, 1)  # every point twice
-    dists, idx = gdl.ops.get("knn", k=K - 1, exclude_self=True, backend=backend)(x)
+    dists, idx = gdl.ops.get("knn", k=K - 1, exclude_self=True, method=method, backend=backend)(x)
     assert not bool((idx == torch.arange(100)[:, None]).any())
     assert torch.equal(idx[:, 0] % 50, torch.arange(100) % 50)  # the twin comes first, at distance 0
     assert bool((dists[:, 0] == 0).all())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method, backend", SEARCHES)
 @pytest.mark.parametrize("metric", METRICS)
-def test_gradients_match_dense_reference(backend, metric, generator):
+def test_gradients_match_dense_reference(method, backend, metric, generator):
     x = torch.randn(60, 3, generator=generator, dtype=torch.float64, requires_grad=True)
     y = torch.randn(80, 3, generator=generator, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(60, K, generator=generator, dtype=torch.float64)
-    dists, idx = gdl.ops.get("knn", k=K, metric=metric, backend=backend)(x, y)
+    dists, idx = gdl.ops.get("knn", k=K, metric=metric, method=method, backend=backend)(x, y)
     grad_x, grad_y = torch.autograd.grad((dists * weights).sum(), (x, y))
     ref_dists, _ = reference_knn(x, y, K, metric)
     ref_grad_x, ref_grad_y = torch.autograd.grad((ref_dists * weights).sum(), (x, y))
@@ -136,6 +138,26 @@ def test_result_is_sorted_and_indexes_y(generator):
     assert dists.shape == idx.shape == (100, K) and idx.dtype == torch.int64
     assert bool((dists[:, 1:] >= dists[:, :-1]).all())
     assert bool(((idx >= 0) & (idx < 70)).all())
+
+
+@pytest.mark.parametrize("name", ["bunny", "kitti"])
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_kdtree_on_real_clouds_matches_brute_force(real_cloud, name, metric):
+    x, _ = real_cloud(name, 4000)
+    y, query = x[:3000], x[1000:]
+    dists, idx = gdl.ops.get("knn", k=16, metric=metric, method="kdtree")(query, y)
+    ref = torch.cdist(query, y, p=2 if metric == "euclidean" else 1, compute_mode="donot_use_mm_for_euclid_dist")
+    ref_dists, ref_idx = ref.topk(17, dim=1, largest=False, sorted=True)
+    torch.testing.assert_close(dists, ref_dists[:, :16], rtol=1e-9, atol=1e-12)
+    tied = (ref_dists[:, 1:] == ref_dists[:, :-1]).any(dim=1)  # scans hold duplicated points
+    assert torch.equal(idx[~tied], ref_idx[~tied, :16])
+    torch.testing.assert_close(ref.gather(1, idx), dists, rtol=1e-9, atol=1e-12)  # each index realises its distance
+
+
+def test_auto_picks_the_kdtree_on_cpu_in_low_dimension():
+    knn = gdl.ops.get("knn", k=2)
+    assert knn.method_for(torch.zeros(10, 3), torch.zeros(10, 3), 1) == "kdtree"
+    assert knn.method_for(torch.zeros(10, 5), torch.zeros(10, 5), 1) == "brute"
 
 
 def _cloud(n=10, d=3, **kwargs):
@@ -183,7 +205,7 @@ def test_bad_inputs_raise_clear_errors(params, arguments, error, words):
         ({"k": 2.5}, "k"),
         ({"k": True}, "k"),
         ({"k": 2, "metric": "chebyshev"}, "metric"),
-        ({"k": 2, "method": "kdtree"}, "method"),
+        ({"k": 2, "method": "octree"}, "method"),
         ({"k": 2, "backend": "cuda"}, "backend"),
         ({"k": 2, "grid_cell_points": 0}, "grid_cell_points"),
     ],

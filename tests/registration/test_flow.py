@@ -10,7 +10,8 @@ import torch
 
 from gdl.cli.register import main as register_main
 from gdl.models.registration.flow import FlowPyramid
-from gdl.models.registration.pipeline import RegistrationPipeline, build_pipeline
+from gdl.models.registration.configs import build_pipeline
+from gdl.models.registration.pipeline import RegistrationPipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,6 +63,8 @@ def test_a_step_taking_initial_sees_the_original_source(generator):
             return torch.full_like(source, 0.5)
 
     class Refine(torch.nn.Module):
+        takes_initial = True
+
         def forward(self, source, target, batch_source=None, batch_target=None, initial=None):
             self.seen = source, initial
             return 2 * initial

@@ -2,7 +2,9 @@
 
 Points x in [-1, 1]^3 are labelled with f(x) = sum_j exp(-|x - c_j|^2 / (2 s^2)) for fixed centres
 c_j; an MLP with dropout learns f from shuffled mini-batches, so that resuming exercises the data
-order, dropout and optimizer state. ``nan_from_epoch`` makes the loss NaN from that epoch on.
+order, dropout and optimizer state. ``nan_from_epoch`` makes the loss NaN from that epoch on;
+``worse_from_epoch`` adds 1 to the validation metrics from that epoch on, so the monitored metric
+gets worse in the last epochs (the best checkpoint is then older than the last one).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class MLP(torch.nn.Sequential):
 
 
 class BumpsRegression(pl.LightningModule):
-    def __init__(self, model: torch.nn.Module, lr: float = 1e-2, weight_decay: float = 0.0, nan_from_epoch: int | None = None):
+    def __init__(self, model: torch.nn.Module, lr: float = 1e-2, weight_decay: float = 0.0, nan_from_epoch: int | None = None, worse_from_epoch: int | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
@@ -67,8 +69,9 @@ class BumpsRegression(pl.LightningModule):
         x, y = batch
         prediction = self.model(x)
         loss = torch.nn.functional.mse_loss(prediction, y)
-        self.log(f"{stage}/loss", loss)
-        self.log(f"{stage}/mae", (prediction - y).abs().mean())
+        penalty = float(stage == "val" and self.hparams.worse_from_epoch is not None and self.current_epoch >= self.hparams.worse_from_epoch)
+        self.log(f"{stage}/loss", loss + penalty)
+        self.log(f"{stage}/mae", (prediction - y).abs().mean() + penalty)
         return prediction
 
     def validation_step(self, batch, batch_idx):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
-import warnings
 
 import lightning.pytorch as pl
 import pytest
@@ -19,7 +17,6 @@ from gdl.tasks.media import log_point_cloud
 from gdl.training.checkpoints import resolve_ckpt_path
 from gdl.training.config_checks import check_config
 from gdl.training.config_errors import ConfigError
-from gdl.training.keops_cache import isolate_keops_cache
 from gdl.training.pipeline import is_distributed
 from gdl.training.resolvers import register_resolvers
 from gdl.training.wandb_mode import choose_wandb_mode
@@ -128,17 +125,23 @@ def test_slurm_launcher_config_composes(tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("trainer.max_epochs=abc", "trainer.max_epochs"),
-        ("+trainer.max_epochz=3", "trainer.max_epochz"),
-        ("task.lr=fast", "task.lr"),
-        ("seed=1.5", "seed"),
-        ("data._target_=gdl.no_such_module.Data", "data._target_"),
-        ("+callbacks.model_checkpoint.every_n_epoch=2", "callbacks.model_checkpoint.every_n_epoch"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs: expected an integer or null \\(got 'abc'\\)$"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs: must be at least -1"),
+        ("data.batch_size=0", "data.batch_size: must be at least 1 \\(got 0\\)$"),
+        ("task.lr=-0.1", "task.lr: must be positive \\(got -0.1\\)$"),
+        ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches: must be a fraction in \\[0, 1\\]"),
+        ("trainer.devices=0", "trainer.devices: must be at least 1, or -1"),
+        ("+trainer.max_epoch=3", "trainer.max_epoch: not a parameter of lightning.pytorch.Trainer; did you mean max_epochs\\?"),
+        ("+trainer.max_epochz=3", "trainer.max_epochz:"),
+        ("task.lr=fast", "task.lr:"),
+        ("seed=1.5", "seed:"),
+        ("data._target_=gdl.no_such_module.Data", "data._target_:"),
+        ("+callbacks.model_checkpoint.every_n_epoch=2", "callbacks.model_checkpoint.every_n_epoch:"),
     ],
 )
 def test_wrong_override_names_the_key(override, key, tmp_path):
     cfg = compose_train(*FIXTURE, override, tmp_path=tmp_path)
-    with pytest.raises(ConfigError, match=f"^{key}:"):
+    with pytest.raises(ConfigError, match=f"^{key}"):
         check_config(cfg)
 
 
@@ -156,14 +159,14 @@ def _folder_keys(name: str) -> list[str]:
 def test_missing_data_folder_names_the_key(name, tmp_path):
     key = _folder_keys(name)[0]
     cfg = compose_train(*FIXTURE, f"data={name}", f"data.{key}={tmp_path / 'missing'}", tmp_path=tmp_path)
-    with pytest.raises(ConfigError, match=f"^data.{key}: .*missing does not exist"):
+    with pytest.raises(ConfigError, match=f"^data.{key}: no such file or folder \\(got '.*missing'\\)$"):
         check_config(cfg)
 
 
 def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
-    with pytest.raises(ConfigError, match="^ckpt_path=last: no last.ckpt"):
+    with pytest.raises(ConfigError, match="^ckpt_path: no last.ckpt under .* \\(got 'last'\\)$"):
         resolve_ckpt_path("last", tmp_path)
-    with pytest.raises(ConfigError, match="^ckpt_path: no checkpoint file"):
+    with pytest.raises(ConfigError, match="^ckpt_path: no such checkpoint file \\(got '.*nope.ckpt'\\)$"):
         resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
     older, newer = tmp_path / "runs/b/checkpoints/last.ckpt", tmp_path / "runs/a/checkpoints/last.ckpt"
     for path, stamp in ((older, time.time() - 100), (newer, time.time())):
@@ -172,21 +175,6 @@ def test_ckpt_path_last_is_the_newest_last_checkpoint(tmp_path):
         os.utime(path, (stamp, stamp))
     assert resolve_ckpt_path("last", tmp_path) == str(newer)
     assert resolve_ckpt_path(None, tmp_path) is None
-
-
-def test_keops_cache_folder_per_rank(tmp_path, monkeypatch):
-    monkeypatch.setenv("KEOPS_CACHE_FOLDER", str(tmp_path))
-    monkeypatch.setenv("GDL_KEOPS_CACHE_BASE", "")  # recorded, so the value set below is undone
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert isolate_keops_cache(distributed=False) == tmp_path
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # KeOps may already be imported by other tests
-        rank0 = isolate_keops_cache(distributed=True)
-        monkeypatch.setenv("LOCAL_RANK", "1")
-        rank1 = isolate_keops_cache(distributed=True)
-    assert rank0 == tmp_path / f"{socket.gethostname()}-rank0" and rank0.is_dir()
-    assert rank1 == tmp_path / f"{socket.gethostname()}-rank1" and rank1.is_dir()
-    assert os.environ["KEOPS_CACHE_FOLDER"] == str(rank1)
 
 
 def test_wandb_offline_unless_configured(tmp_path, monkeypatch):

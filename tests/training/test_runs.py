@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import struct
 from pathlib import Path
 
@@ -75,9 +74,12 @@ def test_default_train_py_on_shipped_sample(tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    common = [*FIXTURE, "logger=csv", "trainer.max_epochs=4", "seed=7"]
+    # the monitored metric (val/mae) gets worse from epoch 1 on: the best checkpoint stays at epoch 0
+    common = [*FIXTURE, "logger=csv", "trainer.max_epochs=4", "seed=7", "task.worse_from_epoch=1"]
     straight = run_script("train.py", *common, log_dir=tmp_path / "straight")
     assert_ok(straight)
+    assert torch.load(straight.folder / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert [path.name for path in (straight.folder / "checkpoints").glob("epoch_*.ckpt")] == ["epoch_000.ckpt"]
     kill = ["+callbacks.kill._target_=tests.training.fixture_task.KillAtEpoch", "+callbacks.kill.epoch=2"]
     killed = run_script("train.py", *common, *kill, log_dir=tmp_path / "resumed")
     assert killed.returncode != 0 and "Final metrics" not in killed.stdout
@@ -87,8 +89,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert epochs == {"2", "3"}, f"the resumed run should train epochs 2 and 3 only, logged {epochs}"
     for name in ("train/loss", "val/loss", "val/mae", "test/loss", "test/mae", "lr-Adam"):
         assert resumed.last_value(name) == straight.last_value(name), name
-    checkpoint = torch.load(resumed.folder / "checkpoints" / "last.ckpt", weights_only=False)
+    last = resumed.folder / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["epoch"] == 3 and checkpoint["optimizer_states"][0]["state"]
+    assert (resumed.folder / "checkpoints" / "epoch_000.ckpt").is_file(), "the best checkpoint of before the kill is kept"
+
+    evaluated = run_script("eval.py", *FIXTURE, "logger=csv", "ckpt_path=last", log_dir=tmp_path / "resumed")
+    assert_ok(evaluated)
+    assert f"tested checkpoint: {last} (epoch 3)" in evaluated.stdout
 
 
 @pytest.mark.slow
@@ -119,12 +127,10 @@ def test_wandb_offline_run_folder_then_eval_py_on_best_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_cpu_runs_two_processes(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops"), "GDL_KEOPS_CACHE_BASE": ""})
+    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", log_dir=tmp_path, env={"KEOPS_CACHE_FOLDER": str(tmp_path / "keops")})
     assert_ok(run)
     output = run.stdout + run.stderr
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
-    host = socket.gethostname()
-    assert (tmp_path / "keops" / f"{host}-rank0").is_dir() and (tmp_path / "keops" / f"{host}-rank1").is_dir()
     assert (run.folder / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -139,13 +145,6 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     checkpoint = torch.load(last, weights_only=False)
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
-
-
-def test_wrong_override_fails_before_training(tmp_path):
-    run = run_script("train.py", *FIXTURE, "logger=csv", "trainer.max_epochs=many", log_dir=tmp_path)
-    assert run.returncode == 1
-    assert "error: trainer.max_epochs: expected" in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.glob("**/*.ckpt")) and "Epoch" not in run.stdout
 
 
 @pytest.mark.slow

@@ -36,17 +36,48 @@ points onto target samples, wins it.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import RobustMatching
+from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
+from gdl.models.registration.progress import report
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
 from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_positive
 
 
+class SmoothedFlow:
+    """A fitted fine-tuning: ``displacement`` at the fitted points and ``at(points, batch, initial)``,
+    the same smoothing (each scale's Nadaraya-Watson average of the matches) and background choice
+    (rigid layers, local comparison) evaluated at any points."""
+
+    def __init__(self, finetune: "Finetune"):
+        self.finetune, self.scales, self.layers, self.displacement = finetune, [], [], None
+
+    def smoothed(self, points, batch=None, initial=None):
+        """u = initial + the sum over scales of v_k(points + u)."""
+        displacement = torch.zeros_like(points) if initial is None else initial
+        for smoother, anchors, steps, confidence, batch_anchors in self.scales:
+            displacement = displacement + smoother(points + displacement, anchors, steps, confidence, batch, batch_anchors)
+        return displacement
+
+    def at(self, points, batch=None, initial=None):
+        initial = torch.zeros_like(points) if initial is None else initial
+        result = self.smoothed(points, batch, initial)
+        for motion, anchors, distances, batch_anchors in self.layers:
+            background = initial if motion is None else apply_transform(points, *motion, batch) - points
+            local = self.finetune.local_average(points + background, anchors, distances, None, batch, batch_anchors)
+            result = torch.where((local[:, 0] <= local[:, 1])[:, None], background, result)
+        return result
+
+
 class Finetune(torch.nn.Module):
     """``displacement = finetune(source, target, batch_source, batch_target, initial=None)``."""
+
+    takes_initial = True
+    takes_masses = True
 
     def __init__(
         self,
@@ -60,9 +91,11 @@ class Finetune(torch.nn.Module):
         rigid_scales=(),
         rigid_iterations: int = 5,
         rigid_layers: int = 1,
+        num_points: int | None = None,
         backend: str = "auto",
     ):
         super().__init__()
+        self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
         self.rigid_iterations = check_positive("rigid_iterations", rigid_iterations, integer=True)
@@ -89,29 +122,61 @@ class Finetune(torch.nn.Module):
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend) for s in smoothings
         )
 
-    def forward(self, source, target, batch_source=None, batch_target=None, initial=None):
+    def forward(self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None):
+        return self.fit(source, target, batch_source, batch_target, initial, weights_source, weights_target).displacement
+
+    def fit(
+        self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None
+    ) -> SmoothedFlow:
+        """Fit on at most ``num_points`` random points of each cloud (all by default), with the
+        transport masses ``weights_*`` (normalised per cloud, uniform when None); the returned
+        flow's ``displacement`` is at every source point."""
         initial = torch.zeros_like(source) if initial is None else initial
+        a = item_masses(weights_source, source.shape[0], batch_source, source, "weights_source")
+        b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
+        if self.num_points is None:
+            fitted = self._fit(source, target, batch_source, batch_target, initial, a, b)
+            return fitted
+        i = random_subset(batch_source, source.shape[0], self.num_points)
+        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        bx = None if batch_source is None else batch_source[i]
+        by = None if batch_target is None else batch_target[j]
+        a, b = item_masses(a[i], len(i), bx, source), item_masses(b[j], len(j), by, target)
+        fitted = self._fit(source[i], target[j], bx, by, initial[i], a, b)
+        fitted.displacement = fitted.at(source, batch_source, initial)
+        return fitted
+
+    def _fit(self, source, target, batch_source, batch_target, initial, a, b) -> SmoothedFlow:
+        fitted, start = SmoothedFlow(self), time.perf_counter()
         displacement = initial
-        for matching, smoother in zip(self.matchings, self.smoothers):
+        for k, (matching, smoother) in enumerate(zip(self.matchings, self.smoothers)):
+            report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
             for _ in range(self.iterations):
                 warped = source + displacement
-                matched, confidence = matching(warped, target, batch_source, batch_target)
+                matched, confidence = matching(warped, target, batch_source, batch_target, a, b)
                 step = smoother(warped, warped, matched - warped, confidence, batch_source, batch_source)
+                fitted.scales.append((smoother, warped, matched - warped, confidence, batch_source))
                 displacement = displacement + step
+        fitted.displacement = displacement
         if self.local_average is None:
-            return displacement
+            return fitted
         if self.background == "initial":
-            return self.keep_background_where_not_worse(source, target, initial, displacement, batch_source, batch_target)
+            fitted.displacement = self.keep_background_where_not_worse(
+                source, target, initial, displacement, batch_source, batch_target, fitted, None
+            )
+            return fitted
         result = displacement
         for _ in range(self.rigid_layers):
             free = layer_points((result == displacement).all(1), batch_source).to(source.dtype)
-            rigid = self.robust_rigid_fit(source, displacement, batch_source, free)
-            rigid = self.robust_rigid_refinement(source, target, rigid, batch_source, batch_target, free)
-            result = self.keep_background_where_not_worse(source, target, rigid, result, batch_source, batch_target)
-        return result
+            motion = self.robust_rigid_fit(source, displacement, batch_source, free)
+            motion = self.robust_rigid_refinement(source, target, motion, batch_source, batch_target, free)
+            rigid = apply_transform(source, *motion, batch_source) - source
+            result = self.keep_background_where_not_worse(source, target, rigid, result, batch_source, batch_target, fitted, motion)
+        fitted.displacement = result
+        return fitted
 
     def robust_rigid_fit(self, source, displacement, batch=None, prior=None):
-        """The displacement of the rigid motion that best explains most of ``displacement`` (on
+        """The rigid motion (linear, translation) that best explains most of ``displacement`` (on
         the points of non-zero ``prior`` weight, all by default)."""
         prior = torch.ones_like(source[:, 0]) if prior is None else prior
         weights = prior
@@ -120,26 +185,32 @@ class Finetune(torch.nn.Module):
                 weights = prior * geman_mcclure((rigid - displacement).norm(dim=1), tau)
             linear, translation = self.rigid_fit(source, source + displacement, weights, batch)
             rigid = apply_transform(source, linear, translation, batch) - source
-        return rigid
+        return linear, translation
 
-    def robust_rigid_refinement(self, source, target, rigid, batch_source=None, batch_target=None, prior=None):
-        """The rigid ``rigid`` displacement refined by robust ICP against the target."""
+    def robust_rigid_refinement(self, source, target, motion, batch_source=None, batch_target=None, prior=None):
+        """The rigid ``motion`` (linear, translation) refined by robust ICP against the target."""
         prior = torch.ones_like(source[:, 0]) if prior is None else prior
+        linear, translation = motion
+        rigid = apply_transform(source, linear, translation, batch_source) - source
         for tau in self.rigid_scales:
             for _ in range(self.rigid_iterations):
                 distances, nearest = self.nearest(source + rigid, target, batch_source, batch_target)
                 weights = prior * geman_mcclure(distances[:, 0], tau)
                 linear, translation = self.rigid_fit(source, target[nearest[:, 0]], weights, batch_source)
                 rigid = apply_transform(source, linear, translation, batch_source) - source
-        return rigid
+        return linear, translation
 
-    def keep_background_where_not_worse(self, source, target, background, displacement, batch_source=None, batch_target=None):
-        """u0_i where s_i(u0) <= s_i(u), else u_i (see the module docstring)."""
+    def keep_background_where_not_worse(
+        self, source, target, background, displacement, batch_source=None, batch_target=None, fitted=None, motion=None
+    ):
+        """u0_i where s_i(u0) <= s_i(u), else u_i (see the module docstring); records the layer in ``fitted``."""
         distances = torch.stack(
             [self.nearest(source + u, target, batch_source, batch_target)[0][:, 0] for u in (background, displacement)], 1
         )
         anchor = source + background
         local = self.local_average(anchor, anchor, distances, None, batch_source, batch_source)
+        if fitted is not None:
+            fitted.layers.append((motion, anchor, distances, batch_source))
         keep = local[:, 0] <= local[:, 1]
         return torch.where(keep[:, None], background, displacement)
 

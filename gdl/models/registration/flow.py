@@ -12,6 +12,9 @@ Upsampling interpolates the flow to the next finer level by inverse-distance wei
 nearest coarse points. With ``control_sigma``, the finest predicted level serves as spline control
 points and the output is their Gaussian Nadaraya-Watson average (registry ``nadaraya_watson``).
 Coordinates are divided by ``scale`` inside the network (a length of the order of the point spacing).
+The same interpolation (or spline average) from the finest predicted level carries the flow to any
+other points (``fit(...).at(points)``); :class:`FlowStep` runs a trained model on at most
+``num_points`` points of each cloud and interpolates its flow to all the others.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
+from gdl.models.registration.matching import random_subset
 from gdl.ops.checks import check_positive
 
 
@@ -86,7 +90,20 @@ class FlowPyramid(torch.nn.Module):
     def forward(self, source, target, batch_source=None, batch_target=None):
         return self.forward_levels(source, target, batch_source, batch_target)[0][1]
 
-    def forward_levels(self, source, target, batch_source=None, batch_target=None):
+    def fit(self, source, target, batch_source=None, batch_target=None) -> "InterpolatedFlow":
+        """The predicted flow as a field: ``displacement`` at the source points, ``at(points)`` anywhere."""
+        levels = self.forward_levels(source, target, batch_source, batch_target, keep_finest=True)
+        finest, finest_batch, flow = self._finest
+        del self._finest
+        return InterpolatedFlow(self, finest, finest_batch, flow, levels[0][1])
+
+    def interpolate(self, points, batch, finest, finest_batch, flow):
+        """The flow of the finest predicted level (network units) at ``points`` (network units)."""
+        if self.smoother is not None:
+            return self.smoother(points, finest, flow, None, batch, finest_batch)
+        return self._upsample(points, batch, finest, finest_batch, flow)
+
+    def forward_levels(self, source, target, batch_source=None, batch_target=None, keep_finest: bool = False):
         """[(index, flow)] from the output (index into source, flow) to the coarsest level."""
         x, y = source / self.scale, target / self.scale
         pyramid_x = Pyramid(x, batch_source, self.samplers)
@@ -110,10 +127,9 @@ class FlowPyramid(torch.nn.Module):
             flow = initial + self.heads[level](hidden)
             flows.append((pyramid_x.index[level + 1], flow * self.scale))
         finest, finest_batch = pyramid_x.points[1], pyramid_x.batch[1]
-        if self.smoother is not None:
-            output = self.smoother(x, finest, flow, None, batch_source, finest_batch)
-        else:
-            output = self._upsample(x, batch_source, finest, finest_batch, flow)
+        if keep_finest:
+            self._finest = (finest, finest_batch, flow)
+        output = self.interpolate(x, batch_source, finest, finest_batch, flow)
         flows.append((pyramid_x.index[0], output * self.scale))
         return flows[::-1]
 
@@ -133,3 +149,42 @@ class FlowPyramid(torch.nn.Module):
         weights = 1 / (dists.detach() + 1e-8)
         weights = weights / weights.sum(dim=1, keepdim=True)
         return (weights[:, :, None] * values[idx]).sum(dim=1)
+
+
+class InterpolatedFlow:
+    """A predicted flow: ``displacement`` at the points it was predicted for, ``at(points)`` anywhere."""
+
+    def __init__(self, model: FlowPyramid, finest, finest_batch, flow, displacement):
+        self.model, self.finest, self.finest_batch, self.flow = model, finest, finest_batch, flow
+        self.displacement = displacement
+
+    def at(self, points, batch=None, initial=None):
+        scale = self.model.scale
+        return self.model.interpolate(points / scale, batch, self.finest, self.finest_batch, self.flow) * scale
+
+
+class FlowStep(torch.nn.Module):
+    """The flow step of a registration: a trained ``model`` run on at most ``num_points`` random
+    points of each cloud (all when None), its flow interpolated to every source point."""
+
+    takes_initial = False
+    takes_masses = False
+
+    def __init__(self, model: FlowPyramid, num_points: int | None = None):
+        super().__init__()
+        self.model = model
+        self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
+
+    def forward(self, source, target, batch_source=None, batch_target=None):
+        return self.fit(source, target, batch_source, batch_target).displacement
+
+    def fit(self, source, target, batch_source=None, batch_target=None) -> InterpolatedFlow:
+        if self.num_points is None:
+            return self.model.fit(source, target, batch_source, batch_target)
+        i = random_subset(batch_source, source.shape[0], self.num_points)
+        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        bx = None if batch_source is None else batch_source[i]
+        by = None if batch_target is None else batch_target[j]
+        fitted = self.model.fit(source[i], target[j], bx, by)
+        fitted.displacement = fitted.at(source, batch_source)
+        return fitted

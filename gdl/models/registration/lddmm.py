@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
-from gdl.ops.batching import batch_pair
+from gdl.ops.batching import batch_pair, item_bounds
 from gdl.ops.checks import check_positive
 
 
@@ -51,11 +51,31 @@ class LDDMM(torch.nn.Module):
         return self.shoot(q, p, x)[2]
 
 
+class GeodesicFlow:
+    """Fitted LDDMM shootings, one per batch item: ``displacement`` at the source points and
+    ``at(points, batch)``, any points flowed along the same geodesic."""
+
+    def __init__(self, model: LDDMM, shootings, displacement):
+        self.model, self.shootings, self.displacement = model, shootings, displacement
+
+    def at(self, points, batch=None, initial=None):
+        starts, ends = item_bounds(batch, points.shape[0], len(self.shootings))
+        parts = []
+        with torch.no_grad():
+            for (controls, momenta), start, end in zip(self.shootings, starts.tolist(), ends.tolist()):
+                item = points[start:end]
+                parts.append(self.model(item, controls, momenta) - item if controls is not None else torch.zeros_like(item))
+        return torch.cat(parts) if parts else torch.zeros_like(points)
+
+
 class LDDMMRegistration(torch.nn.Module):
     """``displacement = step(source, target, batch_source, batch_target)``: optimised LDDMM shooting.
 
     Control points: ``num_controls`` farthest points of the source (registry ``fps``).
     """
+
+    takes_initial = False
+    takes_masses = False
 
     def __init__(
         self,
@@ -77,16 +97,22 @@ class LDDMMRegistration(torch.nn.Module):
         self.lr, self.regularisation = float(lr), float(regularisation)
 
     def forward(self, source, target, batch_source=None, batch_target=None):
+        return self.fit(source, target, batch_source, batch_target).displacement
+
+    def fit(self, source, target, batch_source=None, batch_target=None) -> GeodesicFlow:
         """Optimises its momenta with autograd, also when called under ``torch.no_grad()``."""
         pair = batch_pair(batch_source, batch_target, source.shape[0], target.shape[0])
         with torch.enable_grad():
-            parts = [self._register(source[sx], target[sy]) for _, sx, sy in pair.item_slices()]
-        return torch.cat(parts) if parts else torch.zeros_like(source)
+            shootings = [self._register(source[sx], target[sy]) for _, sx, sy in pair.item_slices()]
+        fitted = GeodesicFlow(self.model, shootings, None)
+        fitted.displacement = fitted.at(source, batch_source)
+        return fitted
 
     def _register(self, source, target):
+        """(control points, optimised momenta) of one item; (None, None) for an empty one."""
         source, target = source.detach(), target.detach()
         if source.shape[0] == 0:
-            return torch.zeros_like(source)
+            return None, None
         controls = source[self.sampler(source)][: source.shape[0]]
         momenta = torch.zeros_like(controls, requires_grad=True)
         optimiser = torch.optim.Adam([momenta], lr=self.lr)
@@ -96,5 +122,4 @@ class LDDMMRegistration(torch.nn.Module):
             loss = self.loss(warped, target) + self.regularisation * self.model.hamiltonian(controls, momenta)
             loss.backward()
             optimiser.step()
-        with torch.no_grad():
-            return self.model(source, controls, momenta.detach()) - source
+        return controls, momenta.detach()

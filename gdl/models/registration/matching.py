@@ -13,6 +13,23 @@ import gdl.ops
 from gdl.ops.batching import batch_pair, item_bounds, num_items
 
 
+def item_masses(weights: torch.Tensor | None, n: int, batch: torch.Tensor | None, like: torch.Tensor, name: str = "weights"):
+    """Transport masses: non-negative ``weights`` (N,) normalised to a unit mass per batch item,
+    or uniform masses when ``weights`` is None."""
+    if weights is None:
+        return uniform_weights(n, batch, like)
+    weights = torch.as_tensor(weights).to(like)
+    if weights.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), one mass per point, got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative")
+    index = torch.zeros(n, dtype=torch.long, device=like.device) if batch is None else batch
+    totals = like.new_zeros(num_items(batch)).index_add_(0, index, weights)
+    if bool((totals[index] <= 0).any()):
+        raise ValueError(f"{name}: every batch item needs a positive total mass")
+    return weights / totals[index]
+
+
 def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """1 / (points in the item) for every point: each item carries a unit mass."""
     if batch is None:

@@ -18,17 +18,21 @@ scales see the whole scene and survive large motions; fine scales make the fit a
 ``rotation_search`` = R > 1 the first scale starts from R rotations about ``search_axis`` and keeps,
 per batch item, the one with the lowest unbalanced matching cost
 mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
-random points of each cloud.
+random points of each cloud; ``weights_source`` / ``weights_target`` (e.g. vessel masses) are the
+transport masses a_i, b_j, normalised per cloud (uniform when None). The fitted map applies exactly to
+any other points (``fit(...).at(points)``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import RobustMatching, random_subset
+from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
+from gdl.models.registration.progress import report
 from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_positive
 
@@ -70,8 +74,21 @@ def item_medians(values: torch.Tensor, batch: torch.Tensor | None, items: int) -
     return torch.stack([values[batch == b].median() if bool((batch == b).any()) else values.new_zeros(()) for b in range(items)])
 
 
+class AffineWarp:
+    """A fitted per-item map T(x) = A_b x + t_b: ``displacement`` at the fitted points, ``at(points)`` anywhere."""
+
+    def __init__(self, linear, translation, displacement):
+        self.linear, self.translation, self.displacement = linear, translation, displacement
+
+    def at(self, points, batch=None, initial=None):
+        return apply_transform(points, self.linear, self.translation, batch) - points
+
+
 class Prealign(torch.nn.Module):
     """``displacement = prealign(source, target, batch_source, batch_target)`` = T(x) - x."""
+
+    takes_initial = False
+    takes_masses = True
 
     def __init__(
         self,
@@ -99,19 +116,28 @@ class Prealign(torch.nn.Module):
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
         )
-        self.fit = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
+        self.procrustes = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
 
-    def forward(self, source, target, batch_source=None, batch_target=None):
-        linear, translation = self.transform(source, target, batch_source, batch_target)
-        return apply_transform(source, linear, translation, batch_source) - source
+    def forward(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None):
+        return self.fit(source, target, batch_source, batch_target, weights_source, weights_target).displacement
 
-    def transform(self, source, target, batch_source=None, batch_target=None):
+    def fit(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None) -> AffineWarp:
+        """The fitted map, with its displacement at the source points."""
+        linear, translation = self.transform(source, target, batch_source, batch_target, weights_source, weights_target)
+        return AffineWarp(linear, translation, apply_transform(source, linear, translation, batch_source) - source)
+
+    def transform(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None):
         """The fitted per-item (linear (B, 3, 3), translation (B, 3))."""
         items = num_items(batch_source, batch_target)
+        a = item_masses(weights_source, source.shape[0], batch_source, source, "weights_source")
+        b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
         i = random_subset(batch_source, source.shape[0], self.num_points)
         j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
         x, bx = source[i], None if batch_source is None else batch_source[i]
         y, by = target[j], None if batch_target is None else batch_target[j]
+        a, b = item_masses(a[i], len(i), bx, x), item_masses(b[j], len(j), by, y)
+        mass = None if weights_source is None else a  # the fit weighs each match by its transported mass
+        start = time.perf_counter()
         centre_x, centre_y = item_means(x, bx, items), item_means(y, by, items)
         best = None
         for k in range(self.rotation_search):
@@ -120,7 +146,7 @@ class Prealign(torch.nn.Module):
             translation = (
                 centre_y - torch.einsum("bij,bj->bi", linear, centre_x) if self.start == "centroids" else torch.zeros_like(centre_y)
             )
-            linear, translation, cost = self._refine(x, y, bx, by, linear, translation, self.matchings[:1])
+            linear, translation, cost = self._refine(x, y, bx, by, (a, b, mass), linear, translation, self.matchings[:1], start)
             if best is None:
                 best = [linear, translation, cost]
                 continue
@@ -130,21 +156,23 @@ class Prealign(torch.nn.Module):
                 torch.where(better[:, None], translation, best[1]),
                 torch.where(better, cost, best[2]),
             ]
-        linear, translation, _ = self._refine(x, y, bx, by, best[0], best[1], self.matchings[1:])
+        linear, translation, _ = self._refine(x, y, bx, by, (a, b, mass), best[0], best[1], self.matchings[1:], start)
         return linear, translation
 
-    def _refine(self, x, y, bx, by, linear, translation, matchings):
+    def _refine(self, x, y, bx, by, masses, linear, translation, matchings, start):
         cost = None
+        a, b, mass = masses
         for matching in matchings:
+            report("prealign", f"{self.mode} fit at blur {matching.blur:g} ({len(x)} -> {len(y)} points)", start)
             for _ in range(self.iterations):
                 warped = apply_transform(x, linear, translation, bx)
-                matched, confidence = matching(warped, y, bx, by)
+                matched, confidence = matching(warped, y, bx, by, a, b)
                 weights = confidence
                 if self.robust_factor is not None:
                     residual = (warped - matched).norm(dim=1)
                     tau = item_medians(residual, bx, linear.shape[0]).clamp_min(self.robust_factor * matching.blur)
                     weights = confidence * geman_mcclure(residual, tau[0] if bx is None else tau[bx])
-                linear, translation = self.fit(x, matched, weights, bx)
+                linear, translation = self.procrustes(x, matched, weights if mass is None else weights * mass, bx)
                 if linear.dim() == 2:
                     linear, translation = linear[None], translation[None]
                 residual = ((apply_transform(x, linear, translation, bx) - matched) ** 2).sum(1)

@@ -1,0 +1,117 @@
+"""Synthetic breathing pairs, DirLab landmark files, and the command line on lung trees: query
+points, transport masses, progress lines and errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gdl.cli.register import main as register_main
+from gdl.data.dirlab import landmark_points, tre_statistics_mm
+from gdl.data.lung import BreathingDeformation, read_lung_pair
+from gdl.data.pointclouds import write_points
+from gdl.data.synthetic import sample_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dirlab_landmarks_map_to_cloud_units_as_computed_by_hand(tmp_path):
+    path = tmp_path / "copd1_300_eBH_xyz_r1.txt"
+    path.write_text("1\t1\t1\n11\t21\t5\n")
+    points = landmark_points(path, format="dirlab", origin_mm=(1.0, 2.0, 3.0), unit_mm=100.0)
+    # copd1: 0.625 x 0.625 x 2.5 mm voxels; ((v - 1) * spacing - origin) / 100
+    np.testing.assert_allclose(points, [[-0.01, -0.02, -0.03], [0.0525, 0.105, 0.07]], atol=1e-12)
+    spaced = landmark_points(path, format="dirlab", spacing=(1.0, 1.0, 1.0))
+    np.testing.assert_allclose(spaced[1], [10.0, 20.0, 4.0])
+    xyz = tmp_path / "points.txt"
+    xyz.write_text("# x y z\n0.1, 0.2, 0.3\n1 2 3\n")
+    np.testing.assert_allclose(landmark_points(xyz), [[0.1, 0.2, 0.3], [1, 2, 3]])
+    stats = tre_statistics_mm(np.zeros((2, 3)), np.array([[0.03, 0.04, 0.0], [0.0, 0.0, 0.1]]), unit_mm=100.0)
+    assert stats["mean"] == pytest.approx(7.5) and stats["median"] == pytest.approx(7.5)
+
+
+def test_bad_landmark_files_and_options_say_what_is_wrong(tmp_path):
+    bad = tmp_path / "copd1_300_iBH_xyz_r1.txt"
+    bad.write_text("1 2 3\n4 five 6\n")
+    with pytest.raises(ValueError, match="line 2: expected three numbers"):
+        landmark_points(bad, format="dirlab")
+    with pytest.raises(ValueError, match="format must be one of"):
+        landmark_points(bad, format="nifti")
+    with pytest.raises(ValueError, match="unit_mm"):
+        landmark_points(bad, unit_mm=0)
+    with pytest.raises(ValueError, match="case name"):
+        landmark_points(_written(tmp_path / "lungA_landmarks.txt", "1 1 1\n"), format="dirlab")
+    with pytest.raises(FileNotFoundError, match="landmark file not found"):
+        landmark_points(tmp_path / "missing.txt")
+
+
+def _written(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_breathing_pairs_expand_most_near_the_diaphragm(generator):
+    tree, _, weights, _ = read_lung_pair(sample_folder("lung"))
+    tree = torch.from_numpy(tree).double()
+    pair = BreathingDeformation(mean_displacement=(0.2, 0.3))(tree, generator, torch.from_numpy(weights))
+    motion = pair.flow.norm(dim=1)
+    assert 0.15 < motion.mean() < 0.35  # the mean over the kept points, scaled on the whole tree
+    height = pair.source[:, 2]
+    assert motion[height < height.quantile(0.2)].mean() > motion[height > height.quantile(0.8)].mean()
+    assert pair.target.shape[0] < tree.shape[0] and pair.source.shape[0] < pair.target.shape[0]
+    torch.testing.assert_close(tree[pair.source_index], pair.source)
+    assert pair.query.shape[0] > 0 and pair.query_flow.shape == pair.query.shape
+    with pytest.raises(ValueError, match="mean_displacement"):
+        BreathingDeformation(mean_displacement=(0.3, 0.1))
+
+
+def _cloud_pair(tmp_path, generator):
+    source = torch.randn(300, 3, generator=generator).numpy() * 5
+    shift = np.array([0.8, 0.0, -0.5], dtype=np.float32)
+    write_points(tmp_path / "source.vtk", source, {"weights": np.ones(300, dtype=np.float32)})
+    write_points(tmp_path / "target.vtk", source + shift, {"weights": np.ones(300, dtype=np.float32)})
+    return source, shift
+
+
+def test_command_line_warps_query_points_and_prints_progress_lines(tmp_path, generator):
+    source, shift = _cloud_pair(tmp_path, generator)
+    query = torch.randn(7, 3, generator=generator).numpy()
+    np.savetxt(tmp_path / "query.txt", query)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "gdl.cli.register", str(tmp_path / "source.vtk"), str(tmp_path / "target.vtk"), "--out", str(out),
+         "--steps", "prealign", "--query", str(tmp_path / "query.txt"), "registration.prealign.num_points=200"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # not a terminal: time-stamped lines before and during each step, with the elapsed seconds
+    lines = done.stderr.splitlines()
+    assert any("register: kitti preset, steps prealign, 300 -> 300 points, masses: point data 'weights'" in line for line in lines)
+    assert any("prealign: step 1/1" in line for line in lines)
+    assert any("prealign: rigid fit at blur 0.05 (200 -> 200 points)" in line and line.endswith(" s") for line in lines)
+    assert any("prealign: done in" in line for line in lines)
+    displacement = np.load(out / "displacement.npy")
+    np.testing.assert_allclose(displacement.mean(0), shift, atol=0.05)
+    warped = np.loadtxt(out / "warped_query.txt")
+    np.testing.assert_allclose(warped, query + shift, atol=0.1)  # the same rigid map, at other points
+
+
+def test_command_line_errors_are_one_line(tmp_path, generator, capsys):
+    _cloud_pair(tmp_path, generator)
+    (tmp_path / "bad.txt").write_text("1 2\n")
+    common = [str(tmp_path / "source.vtk"), str(tmp_path / "target.vtk"), "--out", str(tmp_path / "out"), "--steps", "prealign"]
+    for extra, message in (
+        (["--query", str(tmp_path / "bad.txt")], "line 1: expected three numbers x y z, got 2"),
+        (["--query", str(tmp_path / "none.txt")], "query file not found"),
+        (["registration.prealign.blur=0.1"], "'prealign.blur' is not a key of the kitti preset"),
+        (["registration.prealign.iterations=0"], "iterations must be"),
+    ):
+        assert register_main(common + extra) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("error: ") and message in error, error
+    with pytest.raises(SystemExit):
+        register_main(common + ["--preset", "liver"])
+    assert "expected one of" in capsys.readouterr().err
