@@ -107,6 +107,7 @@ class ProteinTask(L.LightningModule):
     """
 
     head = ""
+    crop_interface_fraction = 0.5  # share of training patches centred on the interface
 
     def __init__(
         self,
@@ -127,7 +128,7 @@ class ProteinTask(L.LightningModule):
     def outputs(self, batch, rotate: bool, crop: bool = False):
         sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
         if crop and self.hparams.crop_radius:
-            sides = crop_patches(sides, self.hparams.crop_radius)
+            sides = crop_patches(sides, self.hparams.crop_radius, self.crop_interface_fraction)
         outputs = [
             self.model(surface, atoms, types, atom_batch)
             for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch)

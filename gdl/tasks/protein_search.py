@@ -67,6 +67,7 @@ class ProteinSearchTask(ProteinTask):
     """
 
     head = "search"
+    crop_interface_fraction = 1.0  # patches face each other across the interface: true pairs in every step
 
     def __init__(
         self,
@@ -82,7 +83,10 @@ class ProteinSearchTask(ProteinTask):
         self.save_hyperparameters(ignore=["model"])
 
     def loss(self, sides, embeddings):
-        return contrastive_loss(*pair_scores(sides, embeddings))
+        true_scores, random_scores = pair_scores(sides, embeddings)
+        if len(true_scores) == 0:  # no interface point in the batch: nothing to learn, a zero with gradients
+            return sum(e.sum() for pair in embeddings for e in pair) * 0.0
+        return contrastive_loss(true_scores, random_scores)
 
     def reset(self):
         self._pairs, self._binders, self._targets = [], [], []
