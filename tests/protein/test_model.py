@@ -40,7 +40,7 @@ def test_descriptors_match_a_dense_count_and_are_invariant(protein, generator):
     heavy = types[:, 1] == 0
     dist = torch.cdist(points.double(), atoms[heavy].double())
     for column, r in enumerate(SHELLS):  # burial: heavy atoms within r over a full sphere's count
-        expected = (dist < r).sum(1) / (0.05 * 4 / 3 * np.pi * r**3)
+        expected = (dist < r).sum(1).double() / (0.05 * 4 / 3 * np.pi * r**3)
         assert torch.allclose(d[:, column].double(), expected, atol=1e-5)
     within = (dist < 6).double()  # mean hydropathy of the residues of the atoms within 6 A
     expected = (within * residues[heavy, 0].double()).sum(1) / within.sum(1).clamp_min(1)
@@ -104,7 +104,7 @@ def test_pretrained_models_load_and_round_trip(tmp_path):
         model = DMaSIF.from_pretrained(name)
         assert model.head_kind == name and not model.training
         card = torch.load(PRETRAINED_DIR / f"{name}.pt", weights_only=True)["card"]
-        assert card["test"] and card["train_ids"] and not set(card["train_ids"]) & set(card["test_ids"])
+        assert card["val_curve"] and card["train_ids"] and not set(card["train_ids"]) & set(card["test_ids"])
     model.save_pretrained(tmp_path / "copy.pt", note="test")
     again = DMaSIF.from_pretrained(str(tmp_path / "copy.pt"), backend="torch")
     assert again.backend == "torch"
