@@ -31,4 +31,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from gdl.training.hydra_errors import run_reporting_hydra_errors
+
+    run_reporting_hydra_errors(main)

@@ -132,7 +132,7 @@ def measure_group(cases: list, device: torch.device, repeats: int) -> list[dict]
             peaks[i] = max(peaks[i], peak)
     for row, spent, peak, function in zip(rows, times, peaks, functions):
         if function is not None and spent:
-            row["median_ms"], row["peak_mb"] = statistics.median(spent), peak
+            row["median_ms"], row["peak_mb"], row["times_ms"] = statistics.median(spent), peak, spent
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -140,16 +140,22 @@ def measure_group(cases: list, device: torch.device, repeats: int) -> list[dict]
 
 def add_ratios(rows: list[dict]) -> None:
     """Ratios between rows of one run (same operator, n and mode): ``ratio_to_keops`` to the
-    gdl-keops row, ``ratio_to_baseline`` to the row of the case's ``baseline`` implementation."""
-    times = {
-        (r["operator"], r["n"], r["mode"], r["implementation"]): r["median_ms"] for r in rows if r["median_ms"]
-    }
+    gdl-keops row (of medians), ``ratio_to_baseline`` to the row of the case's ``baseline``
+    implementation: the median over rounds of the time ratio within a round (rows timed in turns,
+    so both calls of a round met the same machine load), or the ratio of medians otherwise."""
+    found = {(r["operator"], r["n"], r["mode"], r["implementation"]): r for r in rows if r["median_ms"]}
     for r in rows:
         key = (r["operator"], r["n"], r["mode"])
-        keops = times.get((*key, "gdl-keops"))
-        r["ratio_to_keops"] = r["median_ms"] / keops if keops and r["median_ms"] else None
-        base = times.get((*key, r.get("baseline")))
-        r["ratio_to_baseline"] = r["median_ms"] / base if base and r["median_ms"] else None
+        keops = found.get((*key, "gdl-keops"))
+        r["ratio_to_keops"] = r["median_ms"] / keops["median_ms"] if keops and r["median_ms"] else None
+        base = found.get((*key, r.get("baseline")))
+        r["ratio_to_baseline"] = None
+        if base and r["median_ms"]:
+            ours, theirs = r.get("times_ms", []), base.get("times_ms", [])
+            if ours and len(ours) == len(theirs):
+                r["ratio_to_baseline"] = statistics.median(a / b for a, b in zip(ours, theirs))
+            else:
+                r["ratio_to_baseline"] = r["median_ms"] / base["median_ms"]
 
 
 def format_table(rows: list[dict]) -> str:

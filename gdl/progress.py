@@ -25,11 +25,11 @@ EVERY_VARIABLE = "GDL_PROGRESS_SECONDS"
 
 
 def default_every() -> float:
-    """Seconds between two progress lines outside a terminal: ``$GDL_PROGRESS_SECONDS``, else 30."""
+    """Seconds between two progress lines outside a terminal: ``$GDL_PROGRESS_SECONDS``, else 60."""
     try:
-        return max(0.0, float(os.environ.get(EVERY_VARIABLE, 30)))
+        return max(0.0, float(os.environ.get(EVERY_VARIABLE, 60)))
     except ValueError:
-        return 30.0
+        return 60.0
 
 
 def format_duration(seconds: float) -> str:

@@ -11,8 +11,9 @@ pure=(pykeops keopscore geomloss hydra-core omegaconf antlr4-python3-runtime pyb
 specs=()
 for package in "${pure[@]}"; do specs+=("$package==$(version "$package")"); done
 pip wheel --no-deps -w wheels "${specs[@]}"
-# wandb ships a platform-specific wheel (py3-none-manylinux); pot and pykdtree are CPython extensions.
-binary=("wandb==$(version wandb)" "pot==$(version pot)" "pykdtree==$(version pykdtree)")
+# wandb ships a platform-specific wheel (py3-none-manylinux); pot, pykdtree and fpsample are CPython
+# extensions (scipy, for cKDTree, is usually there already with torch-geometric).
+binary=("wandb==$(version wandb)" "pot==$(version pot)" "pykdtree==$(version pykdtree)" "fpsample==$(version fpsample)")
 pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
     -d wheels "${binary[@]}"

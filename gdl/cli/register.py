@@ -1,12 +1,12 @@
 """Register two point clouds (VTK, PLY or NPY) and write the warped source, the displacement and a
 PNG before/after view.
 
-    python -m gdl.cli.register source.vtk target.vtk --out results/ [--steps prealign,finetune]
+    python -m gdl.cli.register source.vtk target.vtk [--out results/] [--steps prealign,finetune]
         [--preset kitti|lung] [--ckpt flow.ckpt] [--query landmarks.txt] [--weights weights|none]
         [registration.finetune.blurs=[0.03,0.01] ...]
 
 Writes ``<out>/warped_source.<ext>`` (the source's format, point data kept), ``<out>/displacement.npy``
-(N, 3) and ``<out>/before_after.png``; with ``--query`` (x y z rows in .txt, or .npy/.ply/.vtk),
+(N, 3) and ``<out>/before_after.png`` (``<out>``: the current folder by default); with ``--query`` (x y z rows in .txt, or .npy/.ply/.vtk),
 ``<out>/warped_query.<ext>``: those points moved by the same registration. The point data named by
 ``--weights`` (the vessel masses ``weights`` of lung trees, by default) are the transport masses of
 pre-alignment and fine-tuning; clouds without it get uniform masses. Trailing ``key=value`` overrides
@@ -100,7 +100,7 @@ def parse_args(argv):
     parser.add_argument("source", help="moving point cloud (.vtk, .ply or .npy)")
     parser.add_argument("target", help="fixed point cloud (.vtk, .ply or .npy)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. registration.finetune.blurs=[0.03,0.01]")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", default=".", help="output folder (default: the current folder)")
     parser.add_argument("--steps", default="prealign,finetune", help="comma list of prealign, flow, finetune")
     parser.add_argument("--finetune", default="ot", choices=FINETUNE_MODELS, help="fine-tuning model: robust OT + smoothing, or LDDMM")
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint, needed by the flow step")

@@ -1,4 +1,4 @@
-"""Point-cloud files: NPY, PLY and legacy VTK (POLYDATA or UNSTRUCTURED_GRID), read and written.
+"""Point-cloud files: NPY, PLY and legacy VTK (POLYDATA or UNSTRUCTURED_GRID, read with NumPy), read and written.
 
 Every reader returns ``(points, point_data)``: a float32 array of shape (N, 3) and a dict of
 per-point arrays (N,) or (N, C), e.g. the ``weights`` of the DirLab vessel trees.
@@ -68,30 +68,9 @@ def _read_ply(path: Path):
 
 
 def _read_vtk(path: Path):
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
+    from gdl.data.legacy_vtk import read_legacy_vtk
 
-    with open(path, "rb") as file:
-        header = file.read(256)
-    if not header.startswith(b"# vtk DataFile"):
-        raise ValueError(f"{path}: not a legacy VTK file (its first line must start with '# vtk DataFile')")
-    reader = vtk.vtkGenericDataObjectReader()
-    reader.SetFileName(str(path))
-    reader.ReadAllScalarsOn()
-    reader.ReadAllVectorsOn()
-    reader.ReadAllFieldsOn()
-    reader.Update()
-    output = reader.GetOutput()
-    if output is None or not hasattr(output, "GetPoints") or output.GetPoints() is None:
-        raise ValueError(f"{path}: the VTK file holds no point set")
-    points = vtk_to_numpy(output.GetPoints().GetData())
-    arrays = output.GetPointData()
-    data = {}
-    for i in range(arrays.GetNumberOfArrays()):
-        array = arrays.GetArray(i)
-        if array is not None and array.GetNumberOfTuples() == points.shape[0]:
-            data[array.GetName()] = vtk_to_numpy(array).copy()
-    return points, data
+    return read_legacy_vtk(path)
 
 
 def write_points(path, points: np.ndarray, point_data: dict[str, np.ndarray] | None = None) -> Path:
@@ -117,22 +96,9 @@ def write_points(path, points: np.ndarray, point_data: dict[str, np.ndarray] | N
             vertex[name] = column
         PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
     elif suffix == ".vtk":
-        import vtk
-        from vtk.util.numpy_support import numpy_to_vtk
+        from gdl.data.legacy_vtk import write_legacy_vtk
 
-        polydata = vtk.vtkPolyData()
-        vtk_points = vtk.vtkPoints()
-        vtk_points.SetData(numpy_to_vtk(points, deep=True))
-        polydata.SetPoints(vtk_points)
-        for name, values in point_data.items():
-            array = numpy_to_vtk(np.ascontiguousarray(values, dtype=np.float32), deep=True)
-            array.SetName(name)
-            polydata.GetPointData().AddArray(array)
-        writer = vtk.vtkPolyDataWriter()
-        writer.SetFileName(str(path))
-        writer.SetFileTypeToBinary()
-        writer.SetInputData(polydata)
-        writer.Write()
+        write_legacy_vtk(path, points, point_data)
     else:
         raise ValueError(f"{path}: unsupported point-cloud format {suffix!r}, expected one of {SUFFIXES}")
     return path

@@ -187,11 +187,14 @@ def gather_rows(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def sort_rows(dists: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows by increasing distance: ties and rounding in a search may leave them out of order."""
-    if bool((dists[:, 1:] >= dists[:, :-1]).all()):
+    """Rows by increasing distance: ties and rounding in a search may leave a few out of order;
+    only those are sorted (out of place, so that autograd still sees the distances)."""
+    unsorted = (dists[:, 1:] < dists[:, :-1]).any(dim=1).nonzero().flatten()
+    if unsorted.numel() == 0:
         return dists, idx
-    dists, order = dists.sort(dim=1, stable=True)
-    return dists, idx.gather(1, order)
+    sorted_dists, order = dists[unsorted].sort(dim=1, stable=True)
+    dists = dists.index_put((unsorted,), sorted_dists)
+    return dists, idx.index_put((unsorted,), idx[unsorted].gather(1, order))
 
 
 def _items(batch: torch.Tensor | None, points: torch.Tensor) -> torch.Tensor:

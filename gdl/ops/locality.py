@@ -179,3 +179,22 @@ def num_candidates(rows: torch.Tensor, hoods: Neighbourhoods) -> int:
     """Pairs visited by a block-sparse reduction: rows of each voxel times the points of its ranges."""
     rows = rows[hoods.voxel]
     return int(((rows[:, 1] - rows[:, 0]) * (hoods.end - hoods.start)).sum())
+
+
+class StreamingSoftmax:
+    """Log-domain weighted sums over pairs given in chunks, for truncated softmax-type reductions.
+
+    After ``add(i, u, v)`` for every chunk of pairs, ``shift`` (N,) is max_j u_ij (-inf for rows
+    without pairs, a constant for autograd) and ``sums`` (N, E) is sum_j exp(u_ij - shift_i) v_j,
+    differentiable in u and v. Rows met again in a later chunk are rescaled to the new maximum.
+    """
+
+    def __init__(self, n: int, e: int, like: torch.Tensor):
+        self.shift = torch.full((n,), -math.inf, dtype=like.dtype, device=like.device)
+        self.sums = like.new_zeros(n, e)
+
+    def add(self, i: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
+        shift = self.shift.scatter_reduce(0, i, u.detach(), reduce="amax")
+        rescale = torch.where(shift == self.shift, torch.ones_like(shift), (self.shift - shift).exp())
+        self.sums = (self.sums * rescale[:, None]).index_add(0, i, (u - shift[i]).exp()[:, None] * v)
+        self.shift = shift

@@ -8,6 +8,7 @@ from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.batching import batch_pair
 from gdl.ops.checks import check_batch, check_points, check_positive, check_values
+from gdl.ops.locality import LocalPairs, check_truncate, local_pairs
 from gdl.ops.normals import UNIT_TOLERANCE, check_unit_normals
 from gdl.ops.registry import register
 
@@ -61,6 +62,24 @@ def quasi_geodesic_window(x_rows, n_rows, x_cols, n_cols, radius: float):
     return d, w
 
 
+def paired_quasi_geodesic_window(x, normals, i, j, radius: float):
+    """d_ij and w_ij of :func:`quasi_geodesic_window` for a list of pairs (i, j): (P, 3) and (P,)."""
+    d = x[j] - x[i]
+    cosine = (normals[i] * normals[j]).sum(-1)
+    return d, torch.exp(-(d**2).sum(-1) * (2 - cosine) ** 2 / radius**2)
+
+
+def quasi_geodesic_pairs(x, batch, pair, radius: float, truncate: float | None) -> LocalPairs | None:
+    """The pairs of a quasi-geodesic window truncated at ``truncate * radius`` (None: every pair).
+
+    (2 - <n_i, n_j>)^2 >= 1, so w_ij <= exp(-|x_j - x_i|^2 / radius^2): every dropped weight is
+    below exp(-truncate^2) of the peak 1 (truncate = 3: 1.2e-4; 2.5: 1.9e-3; 2: 1.8e-2).
+    """
+    if truncate is None:
+        return None
+    return local_pairs(x, x, pair, batch, batch, truncate * radius)
+
+
 @register("orientation_field")
 class OrientationField(Operator):
     r"""Tangent frames (u'_i, v'_i) rotated towards a learned direction, shape (N, 2, 3).
@@ -73,12 +92,24 @@ class OrientationField(Operator):
     (a_i, b_i) = (<o_i, u_i>, <o_i, v_i>) / |.|, and u'_i = a_i u_i + b_i v_i, v'_i = -b_i u_i + a_i v_i.
     u'_i is the direction of o_i projected on the tangent plane, whatever the input frame; where
     that projection vanishes the input frame is kept. Differentiable in every input and weight.
+
+    ``truncate`` = t (None: every pair) drops the pairs farther apart than t * radius
+    (:mod:`gdl.ops.locality`); every dropped weight is below exp(-t^2) (t = 3: 1.2e-4). Where the
+    item fits within the cutoff, the plain exact sum runs.
     """
 
-    def __init__(self, in_channels: int, radius: float, hidden_units: int = 16, backend: str = "auto"):
+    def __init__(
+        self,
+        in_channels: int,
+        radius: float,
+        hidden_units: int = 16,
+        backend: str = "auto",
+        truncate: float | None = None,
+    ):
         super().__init__(backend)
         self.in_channels = check_positive("in_channels", in_channels, integer=True)
         self.radius = float(check_positive("radius", radius))
+        self.truncate = check_truncate(truncate)
         self.hidden_units = check_positive("hidden_units", hidden_units, integer=True)
         self.score = torch.nn.Sequential(
             torch.nn.Linear(in_channels, hidden_units),
@@ -92,21 +123,41 @@ class OrientationField(Operator):
                 layer.reset_parameters()
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, radius={self.radius}, " + super().extra_repr()
+        return (
+            f"in_channels={self.in_channels}, radius={self.radius}, truncate={self.truncate}, "
+            + super().extra_repr()
+        )
 
     def forward(self, x, normals, frames, features, batch=None):
         features = check_surface(x, normals, frames, features, self.in_channels, batch)
         pair = batch_pair(batch, batch, x.shape[0], x.shape[0], "batch", "batch")
         scores = self.score(features)  # (N, 1)
-        if self.backend_for(x.device) == "keops":
-            d, w = lazy_quasi_geodesic_window(x, normals, self.radius)
-            terms = w * _lazy_j(scores) * d
-            if pair.num_items > 1:
-                terms.ranges = pair.keops_ranges(x.device)
-            direction = terms.sum(dim=1)
+        local = quasi_geodesic_pairs(x, batch, pair, self.radius, self.truncate)
+        keops = self.backend_for(x.device) == "keops"
+        if local is not None and keops:
+            p = local.perm_x
+            direction = self._keops(x[p], normals[p], scores[p], local.keops_ranges())[local.inverse_x]
+        elif local is not None:
+            direction = self._sparse(x, normals, scores, local)
+        elif keops:
+            direction = self._keops(x, normals, scores, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
         else:
             direction = self._dense(x, normals, scores, pair)
         return rotate_frames(frames, direction)
+
+    def _keops(self, x, normals, scores, ranges):
+        d, w = lazy_quasi_geodesic_window(x, normals, self.radius)
+        terms = w * _lazy_j(scores) * d
+        if ranges is not None:
+            terms.ranges = ranges
+        return terms.sum(dim=1)
+
+    def _sparse(self, x, normals, scores, local):
+        direction = x.new_zeros(x.shape[0], 3)
+        for i, j in local.pairs(x, x):
+            d, w = paired_quasi_geodesic_window(x, normals, i, j, self.radius)
+            direction = direction.index_add(0, i, (w[:, None] * scores[j]) * d)
+        return direction
 
     def _dense(self, x, normals, scores, pair):
         blocks = []

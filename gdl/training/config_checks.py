@@ -65,6 +65,22 @@ _RANGES = {
 }
 
 
+# targets that need an optional package: (modules any of which will do, the gdl extra that installs one)
+_OPTIONAL = {"lightning.pytorch.loggers.TensorBoardLogger": (("tensorboard", "tensorboardX"), "tensorboard")}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_optional(key: str, target: str) -> None:
+    modules, extra = _OPTIONAL.get(target, ((), ""))
+    if modules and not any(_installed(module) for module in modules):
+        raise ConfigError(f"{key}: {target.rsplit('.', 1)[-1]} needs the {modules[0]} package, not installed: pip install 'gdl[{extra}]' (or pip install {modules[0]})")
+
+
 def _describe(annotation) -> str:
     """A type annotation in words: ``Optional[int]`` -> 'an integer or null'."""
     origin = typing.get_origin(annotation)
@@ -130,6 +146,7 @@ def _matches(value, annotation) -> bool:
 
 
 def _check_node(key: str, node: DictConfig, provided: tuple[str, ...] = ()) -> None:
+    _check_optional(key, node["_target_"])
     target = _locate(key, node["_target_"])
     signature, hints = _signature(target)
     if signature is None:

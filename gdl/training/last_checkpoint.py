@@ -31,6 +31,9 @@ class LastCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         return self._generate_state_key(name="last", every_n_epochs=self._every_n_epochs)
 
+    def load_state_dict(self, state_dict) -> None:
+        """Nothing to restore: a resumed run writes its own ``last.ckpt`` in its own folder."""
+
     @property
     def path(self) -> str:
         """The file written last ('' before the first save)."""

@@ -54,6 +54,9 @@ def _build_group(key: str, group: DictConfig | None) -> list:
 
 def prepare(cfg: DictConfig) -> None:
     """Process-wide set-up, then the config checks; call before anything imports pykeops."""
+    from gdl.training.quiet import quiet_libraries
+
+    quiet_libraries()
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (cfg.get("logger") or {}).values() if isinstance(node, DictConfig)):
         choose_wandb_mode()
     check_config(cfg)
@@ -113,13 +116,36 @@ def _report(cfg: DictConfig, trainer, metrics: dict[str, float], config: dict, t
         if isinstance(logger, WandbLogger):
             run_dir = Path(logger.experiment.dir).parent
             offline = logger.experiment.settings.mode == "offline" if hasattr(logger.experiment, "settings") else False
-            lines.append(f"  W&B run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
+            url = None if offline else getattr(logger.experiment, "url", None)
+            lines.append(f"  W&B run: {url} (files in {run_dir})" if url else f"  W&B run: {run_dir}" + (f" (offline; upload with: wandb sync {run_dir})" if offline else ""))
         elif isinstance(getattr(logger, "log_dir", None), str):
             lines.append(f"  {type(logger).__name__}: {logger.log_dir}")
     lines.append("Final metrics:")
     width = max((len(name) for name in metrics), default=0)
     lines += [f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items()] or ["  (none logged)"]
     print("\n".join(lines), flush=True)
+
+
+def _summary(cfg: DictConfig, task, trainer, ckpt_path: str | None) -> str:
+    """One line: what is trained (or tested), how big, where, for how long, and the run folder."""
+    import torch
+
+    model = getattr(task, "model", task)
+    count = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    size = f"{count / 1e6:.2f} M" if count >= 1e6 else f"{count / 1e3:.1f} K" if count >= 1e3 else str(count)
+    frozen = "" if trainable == count else f", {trainable:,} trainable"
+    device = str(cfg.trainer.get("accelerator", "auto"))
+    if device == "auto":
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.get("train", True):
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else "unlimited"
+        doing = f"training {type(task).__name__} ({type(model).__name__}, {size} parameters{frozen}) on {device}, {epochs} epochs"
+        if ckpt_path:
+            doing += f", resuming from {ckpt_path} (epoch {_checkpoint_epoch(ckpt_path)})"
+    else:
+        doing = f"testing {type(task).__name__} ({type(model).__name__}, {size} parameters) on {device}"
+    return f"{cfg.task_name}: {doing}; run folder {cfg.paths.output_dir}"
 
 
 def _checkpoint_epoch(path: str) -> int | None:
@@ -187,6 +213,8 @@ def run(cfg: DictConfig, source_folder) -> float | None:
         remove_run_folder(cfg)
         raise
     config = log_run_config(cfg, trainer, source_folder)
+    if trainer.is_global_zero:
+        print(_summary(cfg, task, trainer, ckpt_path), flush=True)
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
@@ -196,7 +224,7 @@ def run(cfg: DictConfig, source_folder) -> float | None:
         checkpoint = _best_checkpoint(trainer) if cfg.get("train", True) else ckpt_path
         if checkpoint is None and trainer.is_global_zero:
             print("No checkpoint to test: testing the weights in memory.", flush=True)
-        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False)
+        trainer.test(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=False, verbose=False)
         metrics.update(_metrics(trainer))
     if trainer.is_global_zero:
         _report(cfg, trainer, metrics, config, tested=checkpoint)

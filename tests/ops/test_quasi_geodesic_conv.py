@@ -148,3 +148,47 @@ def test_bad_inputs(change, error, match, generator):
 def test_bad_parameters(params):
     with pytest.raises(ValueError):
         gdl.ops.get("quasi_geodesic_conv", **{**CONV, **params})
+
+
+def scan_surface(real_cloud, generator, n=1500):
+    """Points of a real scan with PCA normals, frames and random features; the radius of 2 % of it."""
+    x, diagonal = real_cloud("bunny", n)
+    normals = gdl.ops.get("normals", scale=0.02 * diagonal, backend="torch")(x)
+    features = torch.randn(n, CONV["in_channels"], generator=generator, dtype=F64)
+    return x, normals, tangent_basis(normals), features, 0.02 * diagonal
+
+
+def test_truncated_conv_close_to_exact_on_a_real_scan_with_gradients(real_cloud, generator):
+    x, normals, frames, features, radius = scan_surface(real_cloud, generator)
+    weights = torch.randn(x.shape[0], CONV["out_channels"], generator=generator, dtype=F64)
+    results = {}
+    for backend, truncate in (("torch", None), ("torch", 3.5), ("keops", 3.5)):
+        op = conv(backend, radius=radius, truncate=truncate)
+        xs = x.clone().requires_grad_()
+        out = op(xs, normals, frames, features)
+        grads = torch.autograd.grad((out * weights).sum(), [xs, *op.parameters()])
+        results[backend, truncate] = (out, *grads)
+    exact = results["torch", None]
+    for key in (("torch", 3.5), ("keops", 3.5)):
+        for e, t in zip(exact, results[key]):
+            error = float((e - t).detach().abs().max() / e.detach().abs().max())
+            assert error < 1e-3, (key, error)  # dropped weights are below exp(-12.25) = 4.8e-6
+    assert not torch.equal(exact[0], results["torch", 3.5][0]), "truncation dropped nothing"
+
+
+def test_truncated_ragged_batch_equals_per_item_calls(real_cloud, generator):
+    x, normals, frames, features, radius = scan_surface(real_cloud, generator)
+    batch = (torch.arange(x.shape[0]) >= 600).long()
+    op = conv("torch", radius=radius, truncate=3.0)
+    out = op(x, normals, frames, features, batch)
+    for rows in (slice(0, 600), slice(600, None)):
+        expected = op(x[rows], normals[rows], frames[rows], features[rows])
+        torch.testing.assert_close(out[rows], expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("truncate", [0, -1, float("inf"), float("nan")])
+def test_bad_truncate(truncate):
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("quasi_geodesic_conv", **CONV, truncate=truncate)
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("orientation_field", in_channels=4, radius=1.0, truncate=truncate)

@@ -85,7 +85,7 @@ def test_bad_inputs(generator):
     with pytest.raises(ValueError, match="same dimension"):
         op(x, x[:, :2])
     with pytest.raises(ValueError, match="x contains NaN"):
-        op(x.masked_fill(x > 0.9, float("nan")))
+        op(x.index_fill(0, torch.tensor([3]), float("nan")))
     with pytest.raises(ValueError, match="have query points but no point in y"):
         op(x, x[:5], torch.tensor([0] * 5 + [1] * 5), torch.zeros(5, dtype=torch.int64))
     with pytest.raises(ValueError, match="batch_x must be sorted"):

@@ -9,6 +9,7 @@ import gdl.ops
 from gdl.data.pdb import read_pdb
 from gdl.data.proteins import SAMPLE_DIR
 from gdl.models.dmasif import atom_radii, atoms_to_surface, smooth_distance
+from gdl.models.dmasif.surface import van_der_waals_gap
 
 pytestmark = pytest.mark.skipif(
     "grid_subsample" not in gdl.ops.available(), reason="needs the grid_subsample operator"
@@ -143,3 +144,91 @@ def test_bad_inputs_are_named(protein):
         atoms_to_surface(atoms, types, resolution=0)
     with pytest.raises(ValueError, match="batch must be sorted"):
         atoms_to_surface(atoms, types, torch.arange(len(atoms)).flip(0))
+
+
+def masked_sdf(x, atoms, radii, cutoff):
+    """The smooth distance over the atoms closer than the cutoff only, dense float64."""
+    x, atoms, radii = x.double(), atoms.double(), radii.double()
+    d = torch.cdist(x, atoms)
+    far = d >= cutoff
+    sigma = (torch.softmax((-d).masked_fill(far, -math.inf), dim=1) * radii).sum(1)
+    return -sigma * torch.logsumexp((-d / radii).masked_fill(far, -math.inf), dim=1)
+
+
+@pytest.fixture(scope="module")
+def chain(shared_data):
+    """A 2027-atom protein chain of the MaSIF-search benchmark."""
+    atoms = read_pdb(shared_data / "masif_search_pairs" / "1XPJ_A.pdb.gz")
+    return atoms.coords.double(), atoms.types
+
+
+def test_truncated_smooth_distance_and_gap(chain, generator):
+    atoms, types = chain
+    radii = atom_radii(types).double()
+    sigma = 0.5 * radii / 1.10
+    near = atoms[torch.randint(0, len(atoms), (400,), generator=generator)]
+    near = near + 2.5 * torch.randn(400, 3, generator=generator, dtype=torch.float64)
+    direction = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    far = atoms.mean(0) + 80 * direction / direction.norm(dim=1, keepdim=True)  # no atom within the cutoff
+    x = torch.cat([near, far])
+    exact, t = reference_sdf(x, atoms, sigma), 8.0
+    exact_gap = (torch.cdist(x, atoms) - radii).min(1).values
+    for backend in ("torch", "keops"):
+        dtype = torch.float64 if backend == "torch" else torch.float32
+        xb, ab = x.to(dtype).requires_grad_(True), atoms.to(dtype)
+        got = smooth_distance(xb, ab, sigma.to(dtype), backend=backend, truncate=t)
+        (grad,) = torch.autograd.grad(got.sum(), xb)
+        if backend == "torch":  # exactly the atoms closer than the cutoff, exact for the far points
+            masked = masked_sdf(x, atoms, sigma, t)
+            expected = torch.where(masked.isnan(), exact, masked)
+            assert bool(masked[-4:].isnan().all()) and not torch.equal(masked[:-4], exact[:-4])
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        # Near the surface (SDF < 2 A), the dropped atoms move the smooth distance by thousandths of an
+        # angstrom; the far points get the exact value.
+        surface = exact < 2
+        assert int(surface.sum()) > 50
+        error = (got.detach().double() - exact).abs()
+        assert float(error[surface].max()) < 1e-2 and float(error[-4:].max()) < 1e-4
+        x64 = x.clone().requires_grad_(True)
+        (grad_exact,) = torch.autograd.grad(reference_sdf(x64, atoms, sigma).sum(), x64)
+        assert float((grad.double() - grad_exact)[surface].abs().max()) < 1e-2
+        gap = van_der_waals_gap(x.to(dtype), ab, radii.to(dtype), backend=backend, truncate=t)
+        torch.testing.assert_close(gap.double(), exact_gap, rtol=1e-5, atol=1e-4)
+
+
+def test_truncated_smooth_distance_of_a_ragged_batch_equals_per_item_calls(chain, generator):
+    atoms, types = chain
+    sigma = 0.5 * atom_radii(types).double() / 1.10
+    split = atoms.shape[0] // 3
+    atom_batch = (torch.arange(atoms.shape[0]) >= split).long()
+    x = atoms[torch.randint(0, atoms.shape[0], (300,), generator=generator)]
+    x = x + 2 * torch.randn(300, 3, generator=generator, dtype=torch.float64)
+    batch = (torch.arange(300) >= 120).long()
+    got = smooth_distance(x, atoms, sigma, batch, atom_batch, backend="torch", truncate=6.0)
+    first = smooth_distance(x[:120], atoms[:split], sigma[:split], backend="torch", truncate=6.0)
+    second = smooth_distance(x[120:], atoms[split:], sigma[split:], backend="torch", truncate=6.0)
+    torch.testing.assert_close(got, torch.cat([first, second]), rtol=1e-12, atol=1e-12)
+
+
+def test_truncated_surface_lies_on_the_exact_level_set(protein, generator):
+    atoms, types = protein
+    sigma = 0.5 * atom_radii(types).double() / 1.10
+    state = generator.get_state()
+    exact_points, _, _ = atoms_to_surface(atoms, types, generator=generator)
+    generator.set_state(state)
+    points, normals, _ = atoms_to_surface(atoms, types, generator=generator, truncate=8.0)
+    assert 0.98 < len(points) / len(exact_points) < 1.02
+    # The level set moves along the normal by the change of SDF (|grad SDF| is about 1).
+    shift = reference_sdf(points, atoms, sigma) - masked_sdf(points, atoms, sigma, 8.0)
+    assert float(shift.abs().max()) < 0.02
+    sdf = reference_sdf(points, atoms, sigma)
+    assert abs(float(sdf.median()) - 1.05) < 0.02 and float((sdf - 1.05).abs().max()) < 0.25
+
+
+@pytest.mark.parametrize("truncate", [0, -3.0, float("inf"), float("nan")])
+def test_bad_truncate_is_named(protein, truncate):
+    atoms, types = protein
+    with pytest.raises(ValueError, match="truncate"):
+        atoms_to_surface(atoms, types, truncate=truncate)
+    with pytest.raises(ValueError, match="truncate"):
+        smooth_distance(atoms[:3], atoms, atom_radii(types), truncate=truncate)

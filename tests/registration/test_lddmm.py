@@ -50,3 +50,19 @@ def test_registration_recovers_a_translation(generator):
         displacement = step(source, source + shift)
     error = (displacement - shift).norm(dim=1).mean()
     assert error < 0.2 * shift.norm()
+
+
+def test_coarse_to_fine_stages_compose_and_warp_other_points(generator):
+    source = torch.randn(120, 3, generator=generator, dtype=torch.float64) * 0.3
+    shift = torch.tensor([0.2, 0.0, -0.1], dtype=torch.float64)
+    step = LDDMMRegistration(sigma=[1.0, 0.3], blur=[0.1, 0.05], steps=3, num_controls=8, iterations=10, lr=0.05,
+                             num_points=80, backend="torch")
+    fitted = step.fit(source, source + shift)
+    assert len(fitted.shootings[0]) == 2  # one geodesic per stage
+    torch.testing.assert_close(fitted.at(source), fitted.displacement)
+    # the second stage starts where the first one ends: composing by hand gives the same points
+    (first, q1, p1), (second, q2, p2) = fitted.shootings[0]
+    with torch.no_grad():
+        torch.testing.assert_close(second(first(source, q1, p1), q2, p2), source + fitted.displacement)
+    with pytest.raises(ValueError, match="blur must be one number or one per sigma"):
+        LDDMMRegistration(sigma=[1.0, 0.3], blur=[0.1, 0.05, 0.01])

@@ -14,7 +14,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CONFIGS = Path(__file__).resolve().parent / "configs"
-QUIET = ["callbacks.rich_progress_bar=null"]
 
 
 @dataclass

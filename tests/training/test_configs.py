@@ -145,6 +145,15 @@ def test_wrong_override_names_the_key(override, key, tmp_path):
         check_config(cfg)
 
 
+def test_optional_package_missing_says_how_to_install_it(tmp_path, monkeypatch):
+    import gdl.training.config_checks as config_checks
+
+    cfg = compose_train(*FIXTURE, "logger=tensorboard", tmp_path=tmp_path)
+    monkeypatch.setattr(config_checks, "_installed", lambda module: module not in ("tensorboard", "tensorboardX"))
+    with pytest.raises(ConfigError, match=r"^logger.tensorboard: TensorBoardLogger needs the tensorboard package, not installed: pip install 'gdl\[tensorboard\]'"):
+        check_config(cfg)
+
+
 def test_unknown_top_level_key_is_refused_by_hydra(tmp_path):
     with pytest.raises(ConfigCompositionException, match="max_epoch"):
         compose_train(*FIXTURE, "max_epoch=3", tmp_path=tmp_path)

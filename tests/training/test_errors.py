@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gdl.training.checkpoint_task import WrongTaskError, check_task, load_task_checkpoint
-from tests.training.conftest import QUIET, REPO, run_script
+from tests.training.conftest import REPO, run_script
 
-FIXTURE = ["experiment=bumps", "logger=csv", *QUIET]
+FIXTURE = ["experiment=bumps", "logger=csv"]
 
 
 def assert_one_error_line(run, log_dir, starts: str) -> None:
@@ -26,6 +26,9 @@ def assert_one_error_line(run, log_dir, starts: str) -> None:
         ("trainer.max_epochs=-3", "trainer.max_epochs: must be at least -1 (-1: no limit) (got -3)"),
         ("data.batch_size=0", "data.batch_size: must be at least 1 (got 0)"),
         ("ckpt_path=no/such.ckpt", "ckpt_path: no such checkpoint file (got 'no/such.ckpt')"),
+        ("trainer.max_epoch=3", "trainer.max_epoch: no such key in the config (a new key is added with +trainer.max_epoch=3)"),
+        ("experiment=nope", "experiment: no option 'nope' (available: bumps, bumps_sweep, kitti_flow,"),
+        ("trainer.max_epochs=[1", "trainer.max_epochs=[1: cannot parse this override"),
     ],
 )
 def test_bad_override_gives_one_error_line_and_no_run_folder(override, starts, tmp_path):
@@ -38,7 +41,7 @@ def test_bad_override_gives_one_error_line_and_no_run_folder(override, starts, t
 def test_missing_data_folder_of_the_default_run(tmp_path):
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    run = run_script("train.py", f"data.data_dir={tmp_path / 'kitti'}", *QUIET, log_dir=log_dir)
+    run = run_script("train.py", f"data.data_dir={tmp_path / 'kitti'}", log_dir=log_dir)
     assert_one_error_line(run, log_dir, f"data.data_dir: no such file or folder (got '{tmp_path / 'kitti'}')")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.training.conftest import QUIET, REPO, assert_ok, run_script
+from tests.training.conftest import REPO, assert_ok, run_script
 
-FIXTURE = ["experiment=bumps", *QUIET]
+FIXTURE = ["experiment=bumps"]
 EXPERIMENTS = sorted(path.stem for path in (REPO / "configs" / "experiment").glob("*.yaml"))
 
 
@@ -44,7 +45,7 @@ def read_wandb_records(path: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_fast_dev_run(name, tmp_path):
-    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", *QUIET, log_dir=tmp_path)
+    run = run_script("train.py", f"experiment={name}", "trainer.fast_dev_run=true", "logger=csv", log_dir=tmp_path, timeout=1800)
     assert_ok(run)
     assert (run.folder / "config_resolved.yaml").is_file()
     metrics = run.printed_metrics()  # fast_dev_run replaces the loggers by a dummy: read what train.py prints
@@ -63,7 +64,7 @@ def _default_configs_present() -> bool:
 def test_default_train_py_on_shipped_sample(tmp_path):
     run = run_script(
         "train.py", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "logger=csv", *QUIET, log_dir=tmp_path,
+        "trainer.limit_test_batches=1", "logger=csv", log_dir=tmp_path,
     )
     assert_ok(run)
     metrics = run.printed_metrics()
@@ -149,9 +150,34 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_sweep_from_experiment_file(tmp_path):
-    run = run_script("train.py", "-m", "experiment=bumps_sweep", "logger=csv", *QUIET, log_dir=tmp_path)
+    run = run_script("train.py", "-m", "experiment=bumps_sweep", "logger=csv", log_dir=tmp_path)
     assert_ok(run)
     jobs = sorted(tmp_path.glob("bumps_sweep/multiruns/*/*/config_resolved.yaml"))
     assert [OmegaConf.load(job).task.lr for job in jobs] == [0.01, 0.03]
     assert run.stdout.count("Final metrics:") == 2
     assert all(math.isfinite(float(line.split()[1])) for line in run.stdout.splitlines() if line.strip().startswith("val/mae"))
+
+
+@pytest.mark.slow
+def test_progress_lines_and_no_library_noise_when_output_is_not_a_terminal(tmp_path):
+    run = run_script("train.py", *FIXTURE, "trainer.max_epochs=2", "trainer.limit_train_batches=3", "callbacks.progress.every_seconds=0", log_dir=tmp_path)
+    assert_ok(run)
+    lines = (run.stdout + run.stderr).splitlines()
+    assert re.fullmatch(r"bumps: training BumpsRegression \(MLP, 161 parameters\) on cpu, 2 epochs; run folder .+", lines[0]), lines[0]
+    batches = [line for line in lines if line.startswith("epoch 1/2, batch ")]
+    assert [line.split(",")[1] for line in batches] == [" batch 1/3", " batch 2/3", " batch 3/3"], lines
+    assert all(re.search(r", \d+s elapsed, about \d+s left$", line) for line in batches[:2]), batches
+    (done,) = [line for line in lines if line.startswith("epoch 2/2 done")]
+    assert re.fullmatch(r"epoch 2/2 done: train/loss [\d.e-]+, val/loss [\d.e-]+, val/mae [\d.e-]+; \d+s elapsed", done), done
+    noise = ("Seed set", "GPU available", "TPU available", "litlogger", "LeafSpec", "wandb:", "][INFO]", "logging interval", "┏")
+    assert not [line for line in lines if any(word in line for word in noise)], lines
+    assert len(lines) == len(set(lines)), "a line printed twice"
+
+
+def test_help_says_what_gdl_is_and_lists_the_experiments(tmp_path):
+    run = run_script("train.py", "--help", log_dir=tmp_path)
+    assert_ok(run)
+    assert run.stdout.startswith("gdl: geometric deep learning")
+    (listed,) = [line for line in run.stdout.splitlines() if line.startswith("experiment: ")]
+    assert set(listed.removeprefix("experiment: ").split(", ")) >= set(EXPERIMENTS)
+    assert not list(tmp_path.iterdir())

@@ -13,9 +13,13 @@ guarantee. :class:`LDDMMRegistration` optimises p(0) to minimise a Sinkhorn dive
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 import gdl.ops
+from gdl.models.registration.matching import random_subset
+from gdl.models.registration.progress import report
 from gdl.ops.batching import batch_pair, item_bounds
 from gdl.ops.checks import check_positive
 
@@ -52,26 +56,31 @@ class LDDMM(torch.nn.Module):
 
 
 class GeodesicFlow:
-    """Fitted LDDMM shootings, one per batch item: ``displacement`` at the source points and
-    ``at(points, batch)``, any points flowed along the same geodesic."""
+    """Fitted LDDMM shootings: per batch item, one (model, controls, momenta) per stage. ``displacement``
+    at the source points and ``at(points, batch)``: any points flowed along the same geodesics."""
 
-    def __init__(self, model: LDDMM, shootings, displacement):
-        self.model, self.shootings, self.displacement = model, shootings, displacement
+    def __init__(self, shootings, displacement):
+        self.shootings, self.displacement = shootings, displacement
 
     def at(self, points, batch=None, initial=None):
         starts, ends = item_bounds(batch, points.shape[0], len(self.shootings))
         parts = []
         with torch.no_grad():
-            for (controls, momenta), start, end in zip(self.shootings, starts.tolist(), ends.tolist()):
-                item = points[start:end]
-                parts.append(self.model(item, controls, momenta) - item if controls is not None else torch.zeros_like(item))
+            for stages, start, end in zip(self.shootings, starts.tolist(), ends.tolist()):
+                item = moved = points[start:end]
+                for model, controls, momenta in stages:
+                    moved = model(moved, controls, momenta).detach()
+                parts.append(moved - item)
         return torch.cat(parts) if parts else torch.zeros_like(points)
 
 
 class LDDMMRegistration(torch.nn.Module):
     """``displacement = step(source, target, batch_source, batch_target)``: optimised LDDMM shooting.
 
-    Control points: ``num_controls`` farthest points of the source (registry ``fps``).
+    Control points: ``num_controls`` farthest points of the source (registry ``fps``). Coarse to
+    fine: with a list of ``sigma`` (and optionally of ``blur``), one geodesic per stage, each fitted
+    to the source as moved by the previous ones, and composed. The fit uses at most ``num_points``
+    random points of each cloud; every source point then follows the fitted geodesics.
     """
 
     takes_initial = False
@@ -79,21 +88,29 @@ class LDDMMRegistration(torch.nn.Module):
 
     def __init__(
         self,
-        sigma: float = 0.5,
+        sigma=0.5,
         steps: int = 5,
         num_controls: int = 256,
-        blur: float = 0.05,
+        blur=0.05,
         reach: float | None = None,
         iterations: int = 20,
         lr: float = 0.5,
         regularisation: float = 0.0,
+        num_points: int | None = None,
         backend: str = "auto",
     ):
         super().__init__()
-        self.model = LDDMM(sigma, steps=steps, backend=backend)
+        sigmas = list(sigma) if isinstance(sigma, (list, tuple)) else [sigma]
+        blurs = list(blur) if isinstance(blur, (list, tuple)) else [blur] * len(sigmas)
+        if len(blurs) != len(sigmas) or not sigmas:
+            raise ValueError(f"blur must be one number or one per sigma ({len(sigmas)}), got {blur!r}")
+        self.models = torch.nn.ModuleList(LDDMM(float(check_positive("sigma", s)), steps=steps, backend=backend) for s in sigmas)
         self.sampler = gdl.ops.get("fps", n=check_positive("num_controls", num_controls, integer=True), backend=backend)
-        self.loss = gdl.ops.get("sinkhorn", p=2, blur=blur, reach=reach, debias=True, backend=backend)
+        self.losses = torch.nn.ModuleList(
+            gdl.ops.get("sinkhorn", p=2, blur=float(check_positive("blur", b)), reach=reach, debias=True, backend=backend) for b in blurs
+        )
         self.iterations = check_positive("iterations", iterations, integer=True)
+        self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.lr, self.regularisation = float(lr), float(regularisation)
 
     def forward(self, source, target, batch_source=None, batch_target=None):
@@ -104,22 +121,29 @@ class LDDMMRegistration(torch.nn.Module):
         pair = batch_pair(batch_source, batch_target, source.shape[0], target.shape[0])
         with torch.enable_grad():
             shootings = [self._register(source[sx], target[sy]) for _, sx, sy in pair.item_slices()]
-        fitted = GeodesicFlow(self.model, shootings, None)
+        fitted = GeodesicFlow(shootings, None)
         fitted.displacement = fitted.at(source, batch_source)
         return fitted
 
     def _register(self, source, target):
-        """(control points, optimised momenta) of one item; (None, None) for an empty one."""
+        """[(model, control points, optimised momenta)] of one item, a stage each; [] when empty."""
         source, target = source.detach(), target.detach()
         if source.shape[0] == 0:
-            return None, None
-        controls = source[self.sampler(source)][: source.shape[0]]
-        momenta = torch.zeros_like(controls, requires_grad=True)
-        optimiser = torch.optim.Adam([momenta], lr=self.lr)
-        for _ in range(self.iterations):
-            optimiser.zero_grad()
-            warped = self.model(source, controls, momenta)
-            loss = self.loss(warped, target) + self.regularisation * self.model.hamiltonian(controls, momenta)
-            loss.backward()
-            optimiser.step()
-        return controls, momenta.detach()
+            return []
+        source = source[random_subset(None, source.shape[0], self.num_points)]
+        target = target[random_subset(None, target.shape[0], self.num_points, seed=1)]
+        stages, start = [], time.perf_counter()
+        for k, (model, loss) in enumerate(zip(self.models, self.losses)):
+            report("lddmm", f"stage {k + 1}/{len(self.models)} (sigma {model.kernel.sigmas[0]:g})", start)
+            controls = source[self.sampler(source)][: source.shape[0]]
+            momenta = torch.zeros_like(controls, requires_grad=True)
+            optimiser = torch.optim.Adam([momenta], lr=self.lr)
+            for _ in range(self.iterations):
+                optimiser.zero_grad()
+                warped = model(source, controls, momenta)
+                value = loss(warped, target) + self.regularisation * model.hamiltonian(controls, momenta)
+                value.backward()
+                optimiser.step()
+            stages.append((model, controls, momenta.detach()))
+            source = model(source, controls, momenta.detach()).detach()
+        return stages
