@@ -20,6 +20,8 @@ FRAME = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kitti_
 TRUNCATE = 4.0
 # Exact window sums are quadratic: beyond this N one call takes minutes on a CPU.
 MAX_EXACT_N_CPU = 20_000
+# The torch pair list is a reference, not a fast path (index arithmetic per candidate pair).
+MAX_TORCH_N_CPU = 10_000
 SAMPLED_ROWS = 256
 
 
