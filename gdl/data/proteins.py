@@ -232,7 +232,8 @@ class ProteinComplexDataModule(L.LightningDataModule):
         super().__init__()
         if (cache_dir is None) != (surface_model is None):
             raise ValueError("give both cache_dir and surface_model (cached surfaces), or neither (surfaces on the fly)")
-        self.cache = ProteinCache(cache_dir, surface_model, unknown_elements=unknown_elements) if cache_dir else None
+        self.cache_dir, self.surface_model = cache_dir, surface_model
+        self.cache: ProteinCache | None = None  # built in setup(), from surface_model's settings
         self.data_dir = Path(data_dir) if data_dir else SAMPLE_DIR
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"data_dir not found: {self.data_dir}")
@@ -248,6 +249,8 @@ class ProteinComplexDataModule(L.LightningDataModule):
         return path if path.is_absolute() else self.data_dir / path
 
     def setup(self, stage: str | None = None):
+        if self.cache_dir and self.cache is None:
+            self.cache = ProteinCache(self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements)
         if self.splits:
             return
         if self.train_list or self.test_list:
