@@ -84,8 +84,8 @@ def cases(device: torch.device, sizes: list[int]) -> list[Case]:
                 skip = None
                 if device.type == "cpu" and truncate is None and n > MAX_EXACT_N_CPU:
                     skip = f"exact window sums beyond N = {MAX_EXACT_N_CPU} take minutes on a CPU"
-                if device.type == "cpu" and backend == "torch" and n > MAX_EXACT_N_CPU:
-                    skip = f"the torch pair list beyond N = {MAX_EXACT_N_CPU} takes minutes on a CPU"
+                if device.type == "cpu" and backend == "torch" and n > MAX_TORCH_N_CPU:
+                    skip = f"the torch pair list beyond N = {MAX_TORCH_N_CPU} takes minutes on a CPU"
                 case = Case(
                     operator=f"{operator}_lidar",
                     n=n,
