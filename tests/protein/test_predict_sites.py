@@ -37,23 +37,24 @@ def test_predict_sites_writes_scored_surface(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_site_model_finds_the_interface_of_a_sample_complex(tmp_path):
-    """The shipped model without --ckpt on a sample complex (labels: partner atoms within 3 A)."""
+    """The shipped model without --ckpt on the sample complex of its test split, 3TND (labels:
+    partner atoms within 3 A); held-out evaluation gave 0.80 on the cached surface of this side."""
     from scipy.spatial import cKDTree
     from sklearn.metrics import roc_auc_score
 
     from gdl.data.pdb import read_pdb
 
-    assert main([str(SAMPLE_DIR / "1I07_A.pdb.gz"), "--out", str(tmp_path)]) == 0
-    vertex = PlyData.read(str(tmp_path / "1I07_A_sites.ply"))["vertex"]
+    assert main([str(SAMPLE_DIR / "3TND_B.pdb.gz"), "--out", str(tmp_path)]) == 0
+    vertex = PlyData.read(str(tmp_path / "3TND_B_sites.ply"))["vertex"]
     points = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1)
-    distance, _ = cKDTree(read_pdb(SAMPLE_DIR / "1I07_B.pdb.gz").coords.numpy()).query(points)
+    distance, _ = cKDTree(read_pdb(SAMPLE_DIR / "3TND_D.pdb.gz").coords.numpy()).query(points)
     labels = distance < 3.0
     assert 0 < labels.sum() < len(labels)
     assert roc_auc_score(labels, vertex["score"]) > 0.7
 
 
 @pytest.mark.slow
-def test_predict_search_ranks_the_true_partner_first(capsys):
+def test_predict_search_ranks_candidates(capsys):
     from gdl.cli.predict_search import main as search_main
     from gdl.cli.predict_search import search_scores
 
