@@ -1,23 +1,26 @@
-"""dMaSIF on the shared MaSIF-search complexes: costs per protein, site and search metrics.
+"""dMaSIF on protein complexes: evaluation of any checkpoint, or costs and a small training run.
 
+    # evaluate the shipped site / search model, or a checkpoint, on every complex of a folder:
+    python benchmarks/protein.py --ckpt site|search|PATH --data DIR --eval-only [--split all|test]
+        [--cache-dir DIR] [--threshold 3.0] [--device cpu]
+
+    # costs per protein and a small training run (8 complexes x 1 epoch by default):
     python benchmarks/protein.py [--data ../shared/data/masif_search_pairs] [--train-complexes 8]
-        [--test-complexes 8] [--max-atoms 0] [--epochs 1] [--resolution 1.0] [--points-per-atom 20]
-        [--device cpu] [--out benchmarks/results]
+        [--test-complexes 8] [--max-atoms 0] [--epochs 1] [--resolution 1.5] [--points-per-atom 10]
 
-    # the committed protein_cpu.json, 12 to 25 minutes on a shared 2-core CPU (training is tiny:
-    # 8 complexes x 3 epochs, so the ROC-AUCs are near chance; the costs are the point):
-    python benchmarks/protein.py --device cpu --max-atoms 2000 --train-complexes 8 --test-complexes 6 \
-        --epochs 3 --resolution 1.5 --points-per-atom 10
+``--eval-only`` reads both sides of every complex (``--split test``: only the test split, 20% of the
+PDB IDs by a stable hash, the split of the shipped models), labels as interface the surface points
+within ``--threshold`` angstroms of a partner atom, and reports the per-protein median and pooled
+site ROC-AUC (site model) or the ROC-AUC of true versus random point pairs, the mean partner rank
+and the top-1 rate (search model), with seconds and peak memory per protein (surface sampling when
+not cached, forward pass), beside the published anchors; JSON in
+benchmarks/results/protein_eval_<ckpt>_<split>_<device>.json. Peak memory: CUDA
+max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond.
 
-Complexes are split by PDB ID (test = 20% of IDs, stable hash); ``--max-atoms`` keeps the complexes
-whose two sides have at most that many atoms (hydrogens included), then the first
-``--train-complexes`` / ``--test-complexes`` of each split are used. The settings, the PDB IDs and
-the atom counts are written to the JSON. Timed per protein (median over the test proteins, after one
-warm-up): surface generation, features, forward pass at batch 1, and the forward pass of all test
-proteins as one ragged batch (per protein). Peak memory: CUDA
-max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond. Then a
-site model and a search model are trained on the training complexes and tested on the test ones.
-Prints a table and writes benchmarks/results/protein_<device>.json.
+Without ``--eval-only``: complexes are split by PDB ID (test = 20% of IDs); ``--max-atoms`` keeps
+the complexes whose two sides have at most that many atoms, then the first ``--train-complexes`` /
+``--test-complexes`` of each split are used; surface, features and forward costs are timed per
+protein, and a site and a search model are trained and tested (protein_<device>.json).
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ import lightning as L
 import psutil
 import torch
 
-from gdl.data.proteins import ProteinComplexDataModule, ProteinComplexes, find_complexes, split_by_pdb_id
+from sklearn.metrics import roc_auc_score
+from torch_geometric.loader import DataLoader
+
+from gdl.cli.predict_sites import load_model
 from gdl.data.pdb import read_pdb
+from gdl.data.protein_cache import ProteinCache
+from gdl.data.proteins import ProteinComplexDataModule, ProteinComplexes, find_complexes, split_by_pdb_id
 from gdl.models.dmasif import DMaSIF, Surface, atom_radii, van_der_waals_gap
+from gdl.tasks.protein import complex_surfaces
 from gdl.tasks.protein_search import ProteinSearchTask
 from gdl.tasks.protein_site import ProteinSiteTask
 
@@ -120,10 +129,10 @@ def protein_costs(model: DMaSIF, proteins, device) -> dict:
     surfaces = []
     model.eval()
     with torch.no_grad():
-        for index, (atoms, types) in enumerate([proteins[0]] + proteins):  # first one warms up
-            atoms, types = atoms.to(device), types.to(device)
+        for index, (atoms, types, residues) in enumerate([proteins[0]] + proteins):  # first one warms up
+            atoms, types, residues = atoms.to(device), types.to(device), residues.to(device)
             with PeakMemory(device) as memory:
-                surface, seconds = timed(lambda: model.surface(atoms, types), device)
+                surface, seconds = timed(lambda: model.surface(atoms, types, None, residues), device)
             if index == 0:
                 timed(lambda: model(surface, atoms, types), device)
                 continue
@@ -139,14 +148,15 @@ def protein_costs(model: DMaSIF, proteins, device) -> dict:
             with PeakMemory(device) as memory:
                 rows["forward_s"].append(timed(lambda: model(surface, atoms, types), device)[1])
             rows["forward_mb"].append(memory.peak_mb)
-        atom_batch = torch.cat([torch.full((len(a),), i) for i, (a, _) in enumerate(proteins)]).to(device)
+        atom_batch = torch.cat([torch.full((len(a),), i) for i, (a, _, _) in enumerate(proteins)]).to(device)
         batched = Surface(
             torch.cat([s.points for s in surfaces]),
             torch.cat([s.normals for s in surfaces]),
             torch.cat([torch.full((len(s.points),), i, device=device) for i, s in enumerate(surfaces)]),
+            torch.cat([s.features for s in surfaces]),
         )
-        atoms = torch.cat([a for a, _ in proteins]).to(device)
-        types = torch.cat([t for _, t in proteins]).to(device)
+        atoms = torch.cat([a for a, _, _ in proteins]).to(device)
+        types = torch.cat([t for _, t, _ in proteins]).to(device)
         with PeakMemory(device) as memory:
             _, batched_s = timed(lambda: model(batched, atoms, types, atom_batch), device)
     summary = {k: statistics.median(v) for k, v in rows.items()}
@@ -177,33 +187,91 @@ def train_and_test(task, data_dir, train, test, epochs, device) -> tuple[dict, f
     return {k: float(v) for k, v in metrics.items()}, train_seconds
 
 
+def checkpoint_model(name: str) -> DMaSIF:
+    """``site`` / ``search`` (the shipped models), a DMaSIF.save_pretrained file or a Lightning
+    checkpoint of experiment=protein_site / protein_search (its head read from its weights)."""
+    if name in ("site", "search"):
+        return DMaSIF.from_pretrained(name)
+    state = torch.load(name, map_location="cpu", weights_only=False)
+    if "config" in state:
+        return DMaSIF.from_pretrained(name)
+    head = "search" if any(k.startswith("model.head.binder") for k in state["state_dict"]) else "site"
+    return load_model(name, head)
+
+
+def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None) -> dict:
+    """Metrics of ``model`` on every complex (both sides), with seconds and peak MB per protein."""
+    cache = ProteinCache(cache_dir, model) if cache_dir else None
+    dataset = ProteinComplexes(complexes, cache=cache)
+    task = (ProteinSiteTask if model.head_kind == "site" else ProteinSearchTask)(model.to(device), threshold=threshold)
+    task.reset()
+    rows = {k: [] for k in ("surface_s", "surface_mb", "forward_s", "forward_mb", "points", "atoms")}
+    per_protein = []
+    follow = ["atoms_1", "atoms_2"] + (["points_1", "points_2"] if cache else [])
+    loader = DataLoader(dataset, batch_size=1, follow_batch=follow)
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            with PeakMemory(device) as memory:
+                (sides, seconds) = timed(lambda: complex_surfaces(model, batch, threshold, rotate=False), device)
+            outputs = []
+            for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch):
+                with PeakMemory(device) as forward_memory:
+                    out, forward_s = timed(lambda: model(surface, atoms, types, atom_batch), device)
+                outputs.append(out)
+                rows["forward_s"].append(forward_s)
+                rows["forward_mb"].append(forward_memory.peak_mb)
+                rows["points"].append(len(surface.points))
+                rows["atoms"].append(len(atoms))
+                if cache is None:
+                    rows["surface_s"].append(seconds / 2)
+                    rows["surface_mb"].append(memory.peak_mb)
+            task.collect(sides, outputs, batch)
+            if model.head_kind == "site":
+                for out, labels in zip(outputs, sides.labels):
+                    y, s = labels.cpu().numpy(), out.cpu().numpy()
+                    per_protein.append(float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None)
+            print(f"  {batch.name[0]}: {len(sides.surfaces[0].points)} + {len(sides.surfaces[1].points)} points", flush=True)
+    metrics = {k: float(v) for k, v in task.metrics().items()}
+    costs = {k: statistics.median(v) for k, v in rows.items() if v}
+    return {"metrics": metrics, "costs": costs, "per_protein_roc_auc": per_protein, "per_protein_costs": rows}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     shared = Path(os.environ.get("GDL_SHARED_DATA", REPO.parent / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=shared / "masif_search_pairs")
+    parser.add_argument("--ckpt", default=None, help="site | search | a checkpoint file: evaluate it (with --eval-only)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate --ckpt on the complexes, no training")
+    parser.add_argument("--split", default="all", choices=("all", "test"), help="every complex of --data, or the test split (PDB-ID hash, 20%%)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="preprocessing cache (surfaces computed once)")
+    parser.add_argument("--threshold", type=float, default=3.0, help="interface: partner atom within this many angstroms")
     parser.add_argument("--train-complexes", type=int, default=8, help="0: all training complexes")
     parser.add_argument("--test-complexes", type=int, default=8, help="0: all test complexes")
     parser.add_argument("--max-atoms", type=int, default=0, help="keep complexes with at most this many atoms a side (0: all)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--resolution", type=float, default=1.0, help="surface point spacing, angstroms")
-    parser.add_argument("--points-per-atom", type=int, default=20, help="points drawn per atom before thinning")
+    parser.add_argument("--resolution", type=float, default=1.5, help="surface point spacing, angstroms")
+    parser.add_argument("--points-per-atom", type=int, default=10, help="points drawn per atom before thinning")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     L.seed_everything(args.seed, verbose=False)
-
+    if args.eval_only:
+        return eval_only(args, device)
+    if args.ckpt:
+        parser.error("--ckpt needs --eval-only")
     train, _, test = split_by_pdb_id(find_complexes(args.data), val_fraction=0.0, test_fraction=0.2)
+    model_args = dict(resolution=args.resolution, points_per_atom=args.points_per_atom, curvature_scales=[], chemical_channels=0)
     if args.max_atoms:
         train = [c for c in train if max(atoms_per_side(c)) <= args.max_atoms]
         test = [c for c in test if max(atoms_per_side(c)) <= args.max_atoms]
     train = train[: args.train_complexes or None]
     test = test[: args.test_complexes or None]
-    model_args = dict(resolution=args.resolution, points_per_atom=args.points_per_atom)
     proteins = []
     for item in ProteinComplexes(test):
-        proteins += [(item.atoms_1, item.types_1), (item.atoms_2, item.types_2)]
+        proteins += [(item.atoms_1, item.types_1, item.residues_1), (item.atoms_2, item.types_2, item.residues_2)]
     print(f"{len(train)} training complexes, {len(test)} test complexes ({len(proteins)} proteins), device {device}")
 
     results = {"costs": protein_costs(DMaSIF(head="site", **model_args).to(device), proteins, device)}
@@ -263,6 +331,55 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"protein_{device.type}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {path}")
+
+
+def eval_only(args, device) -> None:
+    """``--eval-only``: metrics of ``--ckpt`` on the complexes of ``--data``, table + JSON."""
+    model = checkpoint_model(args.ckpt or "site").eval()
+    complexes = find_complexes(args.data)
+    if args.split == "test":
+        complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
+    print(f"{model.head_kind} model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, device {device}")
+    result = evaluate(model, complexes, device, args.threshold, args.cache_dir)
+    m, c = result["metrics"], result["costs"]
+    if model.head_kind == "site":
+        table = [
+            ("site ROC-AUC, per-protein median", m.get("roc_auc"), ANCHORS["dMaSIF site ROC-AUC (3 layers, 9 A)"]),
+            ("site ROC-AUC, pooled", m.get("roc_auc_pooled"), "-"),
+        ]
+    else:
+        table = [
+            ("search ROC-AUC, true vs random pairs", m.get("roc_auc"), "0.81-0.86"),
+            (f"search partner rank (mean, of {len(complexes)})", m.get("partner_rank"), "-"),
+            ("search top-1 partner", m.get("top1"), "-"),
+        ]
+    table += [
+        ("surface points per protein (median)", c.get("points"), "-"),
+        ("surface generation (s/protein)", c.get("surface_s"), ANCHORS["dMaSIF surface generation s per protein (batch 1)"]),
+        ("forward (ms/protein)", 1e3 * c["forward_s"], ANCHORS["dMaSIF forward ms per protein"]),
+        ("forward peak (MB/protein)", c["forward_mb"], ANCHORS["dMaSIF forward MB per protein"]),
+    ]
+    width = max(len(r[0]) for r in table)
+    print(f"\n{'quantity':<{width}}  {'gdl':>10}  {'published (V100, full data)':>28}")
+    for name, value, anchor in table:
+        shown = "-" if value is None else f"{value:.3f}"
+        print(f"{name:<{width}}  {shown:>10}  {str(anchor):>28}")
+    result.update(
+        anchors=ANCHORS,
+        settings={k: str(v) for k, v in vars(args).items()},
+        model=model.config,
+        complexes=[c.name for c in complexes],
+        machine={
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}_{device.type}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwrote {path}")
 
 

@@ -1,10 +1,10 @@
 """Predict the interaction sites of a protein: a scored surface as PLY (``score`` property) and PNG.
 
-    python -m gdl.cli.predict_sites protein.pdb[.gz] --ckpt best.ckpt --out results/
+    python -m gdl.cli.predict_sites protein.pdb[.gz] [--ckpt best.ckpt] --out results/
 
-``--ckpt`` is a checkpoint of ``experiment=protein_site`` trained with the default model settings
-(configs/model/dmasif_site.yaml); without it the model is untrained and its scores are meaningless
-(the command says so), which still shows the surface and the pipeline.
+Without ``--ckpt`` the shipped pretrained site model scores the surface
+(``DMaSIF.from_pretrained("site")``, model card in the README); ``--ckpt`` takes a checkpoint of
+``experiment=protein_site`` trained with the default model settings (configs/model/dmasif.yaml).
 """
 
 from __future__ import annotations
@@ -21,15 +21,21 @@ from gdl.models.dmasif import DMaSIF
 from gdl.training.checkpoint_task import WrongTaskError, load_task_checkpoint
 
 
-def load_site_model(ckpt: str | None) -> DMaSIF:
-    """A site DMaSIF with the weights of a ProteinSiteTask checkpoint (untrained when ``ckpt`` is None)."""
-    model = DMaSIF(head="site")
+def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:
+    """The shipped pretrained ``head`` model (``ckpt`` None), or the DMaSIF of a Lightning checkpoint
+    of ``experiment=protein_<head>`` with the default settings of configs/model/dmasif.yaml."""
     if ckpt is None:
-        return model
-    state = load_task_checkpoint(ckpt, "gdl.tasks.protein_site.ProteinSiteTask", "protein_site")
+        return DMaSIF.from_pretrained(head)
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+    if "config" in torch.load(ckpt, map_location="cpu", weights_only=False):  # written by DMaSIF.save_pretrained
+        return DMaSIF.from_pretrained(str(ckpt))
+    task = f"gdl.tasks.protein_{head}.Protein{head.capitalize()}Task"
+    state = load_task_checkpoint(ckpt, task, f"protein_{head}")
+    model = DMaSIF(**{**DMaSIF.from_pretrained(head).config, "head": head})
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
-    return model
+    return model.eval()
 
 
 def write_ply(path: Path, points: np.ndarray, normals: np.ndarray, scores: np.ndarray) -> None:
@@ -70,10 +76,10 @@ def write_png(path: Path, points: np.ndarray, scores: np.ndarray, title: str) ->
 def predict_sites(pdb: str, ckpt: str | None, out: str) -> tuple[Path, Path]:
     """Score the surface of ``pdb`` and write ``<name>_sites.ply`` and ``<name>_sites.png`` in ``out``."""
     atoms = read_pdb(pdb)
-    model = load_site_model(ckpt).eval()
+    model = load_model(ckpt, "site")
     coords = atoms.coords - atoms.coords.mean(0)
     with torch.no_grad():
-        surface = model.surface(coords, atoms.types)
+        surface = model.surface(coords, atoms.types, None, atoms.residue_properties())
         scores = torch.sigmoid(model(surface, coords, atoms.types)).numpy()
     points = (surface.points + atoms.coords.mean(0)).numpy()
     out_dir = Path(out)
@@ -81,19 +87,16 @@ def predict_sites(pdb: str, ckpt: str | None, out: str) -> tuple[Path, Path]:
     stem = Path(pdb).name.split(".")[0]
     ply, png = out_dir / f"{stem}_sites.ply", out_dir / f"{stem}_sites.png"
     write_ply(ply, points, surface.normals.numpy(), scores)
-    title = f"{stem}: predicted interface" + ("" if ckpt else " (UNTRAINED model)")
-    write_png(png, points, scores, title)
+    write_png(png, points, scores, f"{stem}: predicted interface")
     return ply, png
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gdl.cli.predict_sites", description=__doc__.splitlines()[0])
     parser.add_argument("pdb", help="a .pdb or .pdb.gz file")
-    parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_site (default: untrained)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_site (default: the shipped model)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     args = parser.parse_args(argv)
-    if args.ckpt is None:
-        print("note: no --ckpt given: the model is untrained and the scores are random", file=sys.stderr)
     try:
         ply, png = predict_sites(args.pdb, args.ckpt, args.out)
     except (FileNotFoundError, WrongTaskError) as error:

@@ -16,6 +16,15 @@ import torch
 
 ATOM_TYPES = ("C", "H", "O", "N", "S", "SE")
 
+# Kyte-Doolittle hydropathy of the standard residues (Kyte & Doolittle, J. Mol. Biol. 1982).
+HYDROPATHY = {
+    "ILE": 4.5, "VAL": 4.2, "LEU": 3.8, "PHE": 2.8, "CYS": 2.5, "MET": 1.9, "ALA": 1.8, "GLY": -0.4,
+    "THR": -0.7, "SER": -0.8, "TRP": -0.9, "TYR": -1.3, "PRO": -1.6, "HIS": -3.2, "GLU": -3.5,
+    "GLN": -3.5, "ASP": -3.5, "ASN": -3.5, "LYS": -3.9, "ARG": -4.5, "MSE": 1.9,
+}
+# Side-chain charge at neutral pH (histidine counted as +0.1, mostly neutral).
+CHARGE = {"LYS": 1.0, "ARG": 1.0, "HIS": 0.1, "ASP": -1.0, "GLU": -1.0}
+
 # Two-letter elements whose first letter is also an element: needed to read names without element column.
 _TWO_LETTER = {"SE", "CL", "BR", "FE", "ZN", "MG", "MN", "CA", "NA", "CU", "CO", "NI", "CD", "HG"}
 
@@ -38,6 +47,14 @@ class Atoms:
 
     def __len__(self) -> int:
         return self.coords.shape[0]
+
+    def residue_properties(self) -> torch.Tensor:
+        """(N, 2) float32: the Kyte-Doolittle hydropathy / 4.5 and the charge of each atom's residue
+        (0 for residues that are not standard amino acids)."""
+        names = [r[3] for r in self.residue_ids]
+        return torch.tensor(
+            [[HYDROPATHY.get(n, 0.0) / 4.5, CHARGE.get(n, 0.0)] for n in names], dtype=torch.float32
+        ).reshape(-1, 2)
 
 
 def _open_text(path: Path):

@@ -2,11 +2,14 @@
 
 A complex is two files ``PDBID_CHAINS1.pdb[.gz]`` and ``PDBID_CHAINS2.pdb[.gz]`` of one folder (the
 MaSIF naming: ``1A2K_AB`` and ``1A2K_C`` are the two sides of 1A2K). Each complex becomes a
-``torch_geometric.data.Data`` with the atoms of both sides; batches of them carry ``atoms_1_batch``
-and ``atoms_2_batch`` vectors (PyG ``follow_batch``).
+``torch_geometric.data.Data`` with the atoms of both sides and, from a
+:class:`~gdl.data.protein_cache.ProteinCache`, their preprocessed surfaces; batches of them carry
+``atoms_1_batch``, ``points_1_batch``, ... vectors (PyG ``follow_batch``).
 
-Interface labels (MaSIF's definition on sampled surfaces): a surface point of one side is interface
-when the partner's surface comes within ``threshold`` angstroms of it.
+Interface labels: a surface point of one side is interface when an atom of the partner (hydrogens
+included) lies within ``threshold`` angstroms of it (3 by default: the two surfaces of a contact
+lie about 1 angstrom outside their own atoms' van der Waals spheres, so the partner's atoms in
+contact are within 2 to 3 angstroms of the interface points).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch_geometric.loader import DataLoader
 import gdl
 import gdl.ops
 from gdl.data.pdb import read_pdb
+from gdl.data.protein_cache import ProteinCache
 
 SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "proteins"
 MASIF_ARCHIVE_URL = "https://zenodo.org/record/2625420/files/masif_site_masif_search_pdbs_and_ply_files.tar.gz"
@@ -132,43 +136,52 @@ def split_by_pdb_id(complexes: list[Complex], val_fraction: float = 0.1, test_fr
 
 
 class ProteinComplexes(torch.utils.data.Dataset):
-    """Complexes as PyG ``Data``: ``atoms_1`` (M1, 3), ``types_1`` (M1, 6), ``atoms_2``, ``types_2``,
-    centred on side 1's centroid, with ``name`` (``PDBID_CHAINS1_CHAINS2``). Files are parsed once."""
+    """Complexes as PyG ``Data``: ``atoms_1`` (M1, 3), ``types_1`` (M1, 6), ``residues_1`` (M1, 2)
+    (hydropathy and charge, :meth:`~gdl.data.pdb.Atoms.residue_properties`) and the same for side 2,
+    centred on side 1's centroid, with ``name`` (``PDBID_CHAINS1_CHAINS2``). With a ``cache`` each
+    side also carries its surface: ``points_1`` (N1, 3), ``normals_1``, ``features_1`` (N1, F).
+    Items are kept in memory after their first read."""
 
-    def __init__(self, complexes: list[Complex], unknown_elements: str = "warn"):
+    def __init__(self, complexes: list[Complex], unknown_elements: str = "warn", cache: ProteinCache | None = None):
         self.complexes = list(complexes)
         self.unknown_elements = unknown_elements
-        self._cache: dict[int, Data] = {}
+        self.cache = cache
+        self._items: dict[int, Data] = {}
 
     def __len__(self) -> int:
         return len(self.complexes)
 
+    def _side(self, path) -> dict[str, torch.Tensor]:
+        if self.cache is not None:
+            return self.cache.get(path)
+        atoms = read_pdb(path, unknown=self.unknown_elements)
+        return {"atoms": atoms.coords, "types": atoms.types, "residue_properties": atoms.residue_properties()}
+
     def __getitem__(self, index: int) -> Data:
-        if index not in self._cache:
+        if index not in self._items:
             c = self.complexes[index]
-            side_1 = read_pdb(c.file_1, unknown=self.unknown_elements)
-            side_2 = read_pdb(c.file_2, unknown=self.unknown_elements)
-            centre = side_1.coords.mean(0)
-            self._cache[index] = Data(
-                atoms_1=side_1.coords - centre,
-                types_1=side_1.types,
-                atoms_2=side_2.coords - centre,
-                types_2=side_2.types,
-                name=c.name,
-                num_nodes=side_1.coords.shape[0],
-            )
-        return self._cache[index].clone()
+            sides = self._side(c.file_1), self._side(c.file_2)
+            centre = sides[0]["atoms"].mean(0)
+            fields = {}
+            for number, side in zip("12", sides):
+                fields[f"atoms_{number}"] = side["atoms"] - centre
+                fields[f"types_{number}"] = side["types"]
+                fields[f"residues_{number}"] = side["residue_properties"]
+                if "points" in side:
+                    fields[f"points_{number}"] = side["points"] - centre
+                    fields[f"normals_{number}"] = side["normals"]
+                    fields[f"features_{number}"] = side["features"]
+            self._items[index] = Data(**fields, name=c.name, num_nodes=len(fields["atoms_1"]))
+        return self._items[index].clone()
 
 
-def interface_labels(points_1, batch_1, points_2, batch_2, threshold: float = 1.0):
-    """(labels_1, labels_2) bool: a point of side 1 (resp. 2) is interface when a point of the
-    partner surface of the same complex lies within ``threshold`` angstroms of it."""
+def interface_labels(points, batch, partner_atoms, partner_batch, threshold: float = 3.0):
+    """(N,) bool: a surface point is interface when an atom of the partner of the same complex
+    (``partner_atoms`` (M, 3), ``partner_batch`` (M,)) lies within ``threshold`` angstroms of it."""
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold!r}")
-    nearest = gdl.ops.get("knn", k=1)
-    d_12, _ = nearest(points_1, points_2, batch_1, batch_2)
-    d_21, _ = nearest(points_2, points_1, batch_2, batch_1)
-    return d_12[:, 0] < threshold, d_21[:, 0] < threshold
+    distance, _ = gdl.ops.get("knn", k=1)(points, partner_atoms, batch, partner_batch)
+    return distance[:, 0] < threshold
 
 
 def download_masif(destination, url: str = MASIF_ARCHIVE_URL) -> Path:
@@ -198,6 +211,9 @@ class ProteinComplexDataModule(L.LightningDataModule):
 
     With ``train_list``/``test_list`` (MaSIF ``*_ppi.txt`` files, paths relative to ``data_dir`` or
     absolute) those lists define the splits, and ``val_fraction`` of the training IDs validate.
+    With ``cache_dir`` and ``surface_model`` (a DMaSIF with the training model's surface settings)
+    the surfaces and fixed features come from a :class:`~gdl.data.protein_cache.ProteinCache` in
+    ``cache_dir``; otherwise the task samples them at every step.
     """
 
     def __init__(
@@ -210,8 +226,14 @@ class ProteinComplexDataModule(L.LightningDataModule):
         test_list: str | None = None,
         num_workers: int = 0,
         unknown_elements: str = "warn",
+        cache_dir: str | None = None,
+        surface_model=None,
     ):
         super().__init__()
+        if (cache_dir is None) != (surface_model is None):
+            raise ValueError("give both cache_dir and surface_model (cached surfaces), or neither (surfaces on the fly)")
+        self.cache_dir, self.surface_model = cache_dir, surface_model
+        self.cache: ProteinCache | None = None  # built in setup(), from surface_model's settings
         self.data_dir = Path(data_dir) if data_dir else SAMPLE_DIR
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"data_dir not found: {self.data_dir}")
@@ -227,6 +249,8 @@ class ProteinComplexDataModule(L.LightningDataModule):
         return path if path.is_absolute() else self.data_dir / path
 
     def setup(self, stage: str | None = None):
+        if self.cache_dir and self.cache is None:
+            self.cache = ProteinCache(self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements)
         if self.splits:
             return
         if self.train_list or self.test_list:
@@ -240,13 +264,10 @@ class ProteinComplexDataModule(L.LightningDataModule):
         self.splits = {"train": train, "val": val, "test": test}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = ProteinComplexes(self.splits[split], self.unknown_elements)
+        dataset = ProteinComplexes(self.splits[split], self.unknown_elements, self.cache)
+        follow = ["atoms_1", "atoms_2"] + (["points_1", "points_2"] if self.cache else [])
         return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            follow_batch=["atoms_1", "atoms_2"],
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, follow_batch=follow
         )
 
     def train_dataloader(self):

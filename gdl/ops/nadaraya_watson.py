@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gdl.ops.backend import import_pykeops
 from gdl.ops.base import Operator, row_chunks
 from gdl.ops.batching import batch_pair, require_nonempty_targets
 from gdl.ops.checks import check_batch, check_pair, check_points, check_values
-from gdl.ops.kernels import any_sqrt, check_kernel, check_sigmas, dense_sqdist, lazy_sqdist, radial_kernel, safe_log
+from gdl.ops.kernels import (
+    LOG_ZERO,
+    any_sqrt,
+    check_kernel,
+    check_sigmas,
+    dense_sqdist,
+    lazy_sqdist,
+    radial_kernel,
+    safe_log,
+)
+from gdl.ops.locality import StreamingSoftmax, check_truncate, local_pairs
 from gdl.ops.registry import register
 
 LOG_DOMAIN_KERNELS = ("gaussian", "laplacian")
@@ -49,17 +61,34 @@ class NadarayaWatson(Operator):
     k_ij), so that queries far from every positively weighted source point still get the weighted
     average of the nearest ones instead of 0/0. Differentiable in x_query, x_src, values and
     weights (the derivative in a weight that is exactly 0 is taken as 0).
+
+    ``truncate`` = t (None: every source point) averages over the source points closer than
+    c = t * max(sigma) only (:mod:`gdl.ops.locality`). A dropped kernel value is below k(c) of the
+    peak (gaussian exp(-t^2 / 2): t = 4: 3.4e-4; laplacian exp(-t); cauchy 1 / (1 + t^2);
+    inverse_multiquadric 1 / sqrt(1 + t^2), see :class:`~gdl.ops.kernel_conv.KernelConv`), and a
+    query whose window holds the mass W_i (sum of w_j k_ij) moves by at most
+    2 max|v| D_i / (W_i + D_i), D_i the dropped mass: small where the window holds most of the
+    mass, up to the spread of the values for a query whose sources all lie near the cutoff (keep
+    t well above the distance from the queries to their sources, in units of sigma). A query
+    whose window holds no positively weighted source point keeps today's rule: its row is
+    computed exactly (the weighted average of the nearest points for gaussian and laplacian).
+    The window is the set of pairs closer than c on the torch backend, and the voxel blocks
+    visited on the KeOps backend (which may reach a little beyond c). Where the clouds fit within
+    c, the plain exact reduction runs.
     """
 
-    def __init__(self, kernel: str = "gaussian", sigma=1.0, backend: str = "auto"):
+    def __init__(self, kernel: str = "gaussian", sigma=1.0, backend: str = "auto", truncate: float | None = None):
         super().__init__(backend)
         self.kernel = check_kernel(kernel)
         if self.kernel == "energy":
             raise ValueError("kernel='energy' takes negative values: nadaraya_watson needs a positive kernel")
         self.sigmas = check_sigmas(sigma)
+        self.truncate = check_truncate(truncate)
 
     def extra_repr(self) -> str:
-        return f"kernel={self.kernel!r}, sigma={list(self.sigmas)}, " + super().extra_repr()
+        return (
+            f"kernel={self.kernel!r}, sigma={list(self.sigmas)}, truncate={self.truncate}, " + super().extra_repr()
+        )
 
     def forward(self, x_query, x_src, values, weights=None, batch_query=None, batch_src=None):
         check_points("x_query", x_query)
@@ -90,16 +119,50 @@ class NadarayaWatson(Operator):
             wv = torch.cat([v, torch.ones_like(v[:, :1])], dim=1).contiguous()
         else:
             log_w, wv = None, torch.cat([w * v, w], dim=1).contiguous()
-        if self.backend_for(x_query.device) == "keops":
-            sums = self._keops(x_query, x_src, log_w, wv, pair)
+        keops = self.backend_for(x_query.device) == "keops"
+        local = None
+        if self.truncate is not None:
+            cutoff = self.truncate * max(self.sigmas)
+            local = local_pairs(x_query, x_src, pair, batch_query, batch_src, cutoff)
+        if local is None:
+            out = self._average(x_query, x_src, log_w, wv, pair, keops)
         else:
-            sums = self._dense(x_query, x_src, log_w, wv, pair)
-        out = sums[:, :-1] / sums[:, -1:]
+            out = self._truncated_average(x_query, x_src, log_w, wv, local, keops)
+            # Rows without a positively weighted source point in their window: computed exactly.
+            empty = ~torch.isfinite(out.detach()).all(1)
+            if bool(empty.any()):
+                rows = empty.nonzero()[:, 0]
+                sub_batch = None if batch_query is None else batch_query[rows]
+                sub_pair = batch_pair(sub_batch, batch_src, rows.numel(), x_src.shape[0], "batch_query", "batch_src")
+                out = out.index_put((rows,), self._average(x_query[rows], x_src, log_w, wv, sub_pair, keops))
         return out if values.dim() == 2 else out[:, 0]
 
-    def _keops(self, x, y, log_w, wv, pair):
-        sqdist = lazy_sqdist(x, y)
+    def _average(self, x, y, log_w, wv, pair, keops):
         ranges = pair.keops_ranges(x.device) if pair.num_items > 1 else None
+        sums = self._keops(x, y, log_w, wv, ranges)[0] if keops else self._dense(x, y, log_w, wv, pair)
+        return sums[:, :-1] / sums[:, -1:]
+
+    def _truncated_average(self, x, y, log_w, wv, local, keops):
+        """The average over the pairs of ``local``; NaN rows where no positive weight is in the window."""
+        if keops:
+            p, q = local.perm_x, local.perm_y
+            sorted_log_w = None if log_w is None else log_w[q]
+            sums, shift = self._keops(x[p], y[q], sorted_log_w, wv[q].contiguous(), local.keops_ranges())
+            sums = sums[local.inverse_x]
+            shift = None if shift is None else shift[local.inverse_x]
+        else:
+            sums, shift = self._sparse(x, y, log_w, wv, local)
+        # Empty windows have no mass; a window of zero weights only has a maximum of about LOG_ZERO.
+        valid = sums[:, -1:].detach() > 0
+        if shift is not None:
+            valid = valid & (shift > LOG_ZERO / 2)[:, None]
+        out = sums[:, :-1] / torch.where(valid, sums[:, -1:], torch.ones_like(sums[:, -1:]))
+        return torch.where(valid, out, torch.full_like(out, math.nan))
+
+    def _keops(self, x, y, log_w, wv, ranges):
+        """Sums (N, E + 1), and the shift (N,) of the log domain (None for the other kernels)."""
+        sqdist = lazy_sqdist(x, y)
+        shift = None
         if log_w is not None:
             LazyTensor = import_pykeops().LazyTensor
             log_wk = LazyTensor(log_w.contiguous()[None, :, None]) + log_kernel(self.kernel, sqdist, self.sigmas)
@@ -111,11 +174,25 @@ class NadarayaWatson(Operator):
                     log_wk_const.ranges = ranges
                 shift = log_wk_const.max(dim=1)
             e_ij = (log_wk - LazyTensor(shift.contiguous()[:, None, :])).exp()
+            shift = shift[:, 0]
         else:
             e_ij = radial_kernel(self.kernel, sqdist, self.sigmas)
         if ranges is not None:
             e_ij.ranges = ranges
-        return e_ij @ wv
+        return e_ij @ wv, shift
+
+    def _sparse(self, x, y, log_w, wv, local):
+        if log_w is not None:
+            softmax = StreamingSoftmax(x.shape[0], wv.shape[1], wv)
+            for i, j in local.pairs(x, y):
+                sqdist = ((x[i] - y[j]) ** 2).sum(-1)
+                softmax.add(i, log_w[j] + log_kernel(self.kernel, sqdist, self.sigmas), wv[j])
+            return softmax.sums, softmax.shift
+        sums = wv.new_zeros(x.shape[0], wv.shape[1])
+        for i, j in local.pairs(x, y):
+            k = radial_kernel(self.kernel, ((x[i] - y[j]) ** 2).sum(-1), self.sigmas)
+            sums = sums.index_add(0, i, k[:, None] * wv[j])
+        return sums, None
 
     def _dense(self, x, y, log_w, wv, pair):
         blocks = []

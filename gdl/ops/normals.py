@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from gdl.ops.backend import import_pykeops
-from gdl.ops.base import Operator, row_chunks
+from gdl.ops.base import TORCH_BLOCK_ELEMENTS, Operator, row_chunks
 from gdl.ops.batching import batch_pair
 from gdl.ops.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
+from gdl.ops.locality import check_truncate, local_pairs
 from gdl.ops.registry import register
 
 # How far from 1 the length of a "unit" normal may be before it is rejected.
@@ -32,18 +33,23 @@ def check_unit_normals(name: str, normals, x: torch.Tensor) -> torch.Tensor:
     return normals
 
 
-def gaussian_moments(x: torch.Tensor, scale: float, pair, backend: str) -> torch.Tensor:
+def gaussian_moments(x: torch.Tensor, scale: float, pair, backend: str, local=None) -> torch.Tensor:
     """Window sums m_i = sum_j w_ij [1, d_ij, d_ij d_ij^T] of shape (N, 13), d_ij = x_j - x_i,
-    w_ij = exp(-|d_ij|^2 / (2 scale^2)), over the points j of the batch item of i."""
+    w_ij = exp(-|d_ij|^2 / (2 scale^2)), over the points j of the batch item of i (over the pairs
+    of ``local``, :mod:`gdl.ops.locality`, when given)."""
     gamma = 1 / (2 * scale**2)
     if backend == "keops":
-        LazyTensor = import_pykeops().LazyTensor
-        d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
-        w = (-LazyTensor(x.new_tensor([gamma])) * (d**2).sum(-1)).exp()
-        terms = w.concat(w * d).concat(w * d * d[0]).concat(w * d * d[1]).concat(w * d * d[2])
-        if pair.num_items > 1:
-            terms.ranges = pair.keops_ranges(x.device)
-        return terms.sum(dim=1)
+        if local is not None:
+            return _lazy_moments(x[local.perm_x], gamma, local.keops_ranges())[local.inverse_x]
+        return _lazy_moments(x, gamma, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
+    if local is not None:
+        moments = x.new_zeros(x.shape[0], 13)
+        for i, j in local.pairs(x, x, TORCH_BLOCK_ELEMENTS // 13):
+            d = x[j] - x[i]
+            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
+            outer = (d[:, :, None] * d[:, None, :]).flatten(-2)
+            moments = moments.index_add(0, i, torch.cat([w, w * d, w * outer], -1))
+        return moments
     blocks = []
     for _, sx, _ in pair.item_slices():
         xs = x[sx]
@@ -53,6 +59,16 @@ def gaussian_moments(x: torch.Tensor, scale: float, pair, backend: str) -> torch
             outer = (d[..., :, None] * d[..., None, :]).flatten(-2)
             blocks.append(torch.cat([w, w * d, w * outer], -1).sum(1))
     return torch.cat(blocks, 0)
+
+
+def _lazy_moments(x, gamma, ranges):
+    LazyTensor = import_pykeops().LazyTensor
+    d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
+    w = (-LazyTensor(x.new_tensor([gamma])) * (d**2).sum(-1)).exp()
+    terms = w.concat(w * d).concat(w * d * d[0]).concat(w * d * d[1]).concat(w * d * d[2])
+    if ranges is not None:
+        terms.ranges = ranges
+    return terms.sum(dim=1)
 
 
 @register("normals")
@@ -68,17 +84,29 @@ class Normals(Operator):
     item's centroid, then each one takes the side of the window-weighted sum of its neighbours'
     normals (``smoothing_steps`` times), which makes a closed or gently curved surface consistent.
     Differentiable in x where the two smallest eigenvalues differ.
+
+    ``truncate`` = t (None: every pair) drops the pairs farther apart than t * scale from every
+    window sum (:mod:`gdl.ops.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
+    (t = 4: 3.4e-4, t = 5: 3.7e-6), and
+    each dropped term of a second moment below t^2 exp(-t^2 / 2) scale^2 (t = 4: 5.4e-3 scale^2,
+    t = 5: 9.3e-5 scale^2): t = 5 keeps the fit within about 1e-4 of the exact one. Where an item fits within the cutoff, the plain sum runs.
     """
 
-    def __init__(self, scale: float, smoothing_steps: int = 3, backend: str = "auto"):
+    def __init__(
+        self, scale: float, smoothing_steps: int = 3, backend: str = "auto", truncate: float | None = None
+    ):
         super().__init__(backend)
         self.scale = float(check_positive("scale", scale))
+        self.truncate = check_truncate(truncate)
         if isinstance(smoothing_steps, bool) or not isinstance(smoothing_steps, int) or smoothing_steps < 0:
             raise ValueError(f"smoothing_steps must be a non-negative integer, got {smoothing_steps!r}")
         self.smoothing_steps = smoothing_steps
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, smoothing_steps={self.smoothing_steps}, " + super().extra_repr()
+        return (
+            f"scale={self.scale}, smoothing_steps={self.smoothing_steps}, truncate={self.truncate}, "
+            + super().extra_repr()
+        )
 
     def forward(self, x, batch=None, orient_to=None):
         check_points("x", x, dim=3)
@@ -87,13 +115,16 @@ class Normals(Operator):
             self._check_orient_to(orient_to, x)
         pair = batch_pair(batch, batch, x.shape[0], x.shape[0], "batch", "batch")
         backend = self.backend_for(x.device)
-        moments = gaussian_moments(x, self.scale, pair, backend)
+        local = None
+        if self.truncate is not None:
+            local = local_pairs(x, x, pair, batch, batch, self.truncate * self.scale)
+        moments = gaussian_moments(x, self.scale, pair, backend, local)
         weight, first, second = moments[:, :1], moments[:, 1:4], moments[:, 4:].view(-1, 3, 3)
         mean = first / weight
         covariance = second / weight[:, :, None] - mean[:, :, None] * mean[:, None, :]
         normals = torch.linalg.eigh(covariance).eigenvectors[:, :, 0]
         with torch.no_grad():
-            sign = self._orientation(x, normals.detach(), batch, pair, backend, orient_to)
+            sign = self._orientation(x, normals.detach(), batch, pair, backend, orient_to, local)
         return normals * sign[:, None]
 
     @staticmethod
@@ -108,7 +139,7 @@ class Normals(Operator):
         check_same_device_dtype("orient_to", orient_to, x)
         check_finite("orient_to", orient_to)
 
-    def _orientation(self, x, normals, batch, pair, backend, orient_to):
+    def _orientation(self, x, normals, batch, pair, backend, orient_to, local):
         """+1 or -1 per point."""
         if orient_to is not None:
             target = orient_to - x if orient_to.dim() == 1 else orient_to
@@ -121,7 +152,7 @@ class Normals(Operator):
             centroid = (sums / counts)[batch]
         sign = _sign((normals * (x - centroid)).sum(1))
         for _ in range(self.smoothing_steps):
-            votes = _window_sum(x, normals * sign[:, None], self.scale, pair, backend)
+            votes = _window_sum(x, normals * sign[:, None], self.scale, pair, backend, local)
             sign = _sign((normals * votes).sum(1))
         return sign
 
@@ -130,16 +161,20 @@ def _sign(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t < 0, -torch.ones_like(t), torch.ones_like(t))
 
 
-def _window_sum(x, values, scale, pair, backend):
+def _window_sum(x, values, scale, pair, backend, local):
     """sum_j w_ij values_j with the Gaussian window of :func:`gaussian_moments`."""
     gamma = 1 / (2 * scale**2)
     if backend == "keops":
-        LazyTensor = import_pykeops().LazyTensor
-        d2 = ((LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])) ** 2).sum(-1)
-        w = (-LazyTensor(x.new_tensor([gamma])) * d2).exp()
-        if pair.num_items > 1:
-            w.ranges = pair.keops_ranges(x.device)
-        return w @ values.contiguous()
+        if local is not None:
+            p = local.perm_x
+            return _lazy_window_sum(x[p], values[p], gamma, local.keops_ranges())[local.inverse_x]
+        return _lazy_window_sum(x, values, gamma, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
+    if local is not None:
+        total = values.new_zeros(values.shape)
+        for i, j in local.pairs(x, x):
+            w = torch.exp(-gamma * ((x[j] - x[i]) ** 2).sum(-1))
+            total = total.index_add(0, i, w[:, None] * values[j])
+        return total
     blocks = []
     for _, sx, _ in pair.item_slices():
         xs = x[sx]
@@ -147,3 +182,12 @@ def _window_sum(x, values, scale, pair, backend):
             w = torch.exp(-gamma * ((xs[None, :, :] - xs[rows, None, :]) ** 2).sum(-1))
             blocks.append(w @ values[sx])
     return torch.cat(blocks, 0)
+
+
+def _lazy_window_sum(x, values, gamma, ranges):
+    LazyTensor = import_pykeops().LazyTensor
+    d2 = ((LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])) ** 2).sum(-1)
+    w = (-LazyTensor(x.new_tensor([gamma])) * d2).exp()
+    if ranges is not None:
+        w.ranges = ranges
+    return w @ values.contiguous()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import gdl.ops
-from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import complex_surfaces, log_surface, side_outputs
+from gdl.tasks.protein import ProteinTask, log_surface
 
 
 def pair_scores(sides, embeddings, generator=None):
@@ -60,7 +58,7 @@ def partner_ranks(binders: list[torch.Tensor], targets: list[torch.Tensor]) -> n
     return (1 + (scores > true).sum(1)).numpy()
 
 
-class ProteinSearchTask(L.LightningModule):
+class ProteinSearchTask(ProteinTask):
     """Trains a search-head :class:`DMaSIF` so that facing interface points of partners score high.
 
     Metrics: ``<stage>/roc_auc`` of true versus random point pairs, ``<stage>/partner_rank`` (mean
@@ -68,77 +66,55 @@ class ProteinSearchTask(L.LightningModule):
     ``<stage>/top1`` (fraction ranked first). ``max_points`` caps the points kept per protein for ranks.
     """
 
+    head = "search"
+    crop_interface_fraction = 1.0  # patches face each other across the interface: true pairs in every step
+
     def __init__(
         self,
-        model: DMaSIF,
+        model,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        threshold: float = 1.0,
+        threshold: float = 3.0,
         random_rotation: bool = True,
+        crop_radius: float | None = None,
         max_points: int = 2000,
     ):
-        super().__init__()
-        if getattr(model, "head_kind", None) != "search":
-            raise ValueError("ProteinSearchTask needs a DMaSIF model with head='search'")
+        super().__init__(model, lr, weight_decay, threshold, random_rotation, crop_radius)
         self.save_hyperparameters(ignore=["model"])
-        self.model = model
 
-    def _shared_step(self, batch, rotate: bool):
-        sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
-        return sides, side_outputs(self.model, sides)
-
-    def training_step(self, batch, batch_idx):
-        sides, embeddings = self._shared_step(batch, self.hparams.random_rotation)
-        loss = contrastive_loss(*pair_scores(sides, embeddings))
-        self.log("train/loss", loss, batch_size=batch.num_graphs, prog_bar=True)
-        return loss
-
-    def _eval_step(self, batch, stage: str):
-        sides, embeddings = self._shared_step(batch, False)
+    def loss(self, sides, embeddings):
         true_scores, random_scores = pair_scores(sides, embeddings)
-        self.log(f"{stage}/loss", contrastive_loss(true_scores, random_scores), batch_size=batch.num_graphs)
-        self._pairs.append((true_scores.detach().cpu(), random_scores.detach().cpu()))
+        if len(true_scores) == 0:  # no interface point in the batch: nothing to learn, a zero with gradients
+            return sum(e.sum() for pair in embeddings for e in pair) * 0.0
+        return contrastive_loss(true_scores, random_scores)
+
+    def reset(self):
+        self._pairs, self._binders, self._targets = [], [], []
+
+    def collect(self, sides, embeddings, batch):
+        self._pairs.append(tuple(s.detach().cpu() for s in pair_scores(sides, embeddings)))
         surface_1, surface_2 = sides.surfaces
         for b in range(batch.num_graphs):
             interface = (surface_1.batch == b) & sides.labels[0]
             self._binders.append(self._cap(embeddings[0][0][interface]))
             self._targets.append(self._cap(embeddings[1][1][surface_2.batch == b]))
-        if not self._logged_media:
-            self._logged_media = True
-            log_surface(self, f"{stage}/interface", surface_1, sides.labels[0].float())
 
     def _cap(self, x: torch.Tensor) -> torch.Tensor:
         keep = torch.randperm(len(x), device=x.device)[: self.hparams.max_points]
         return x[keep].detach().cpu()
 
-    def on_validation_epoch_start(self):
-        self._pairs, self._binders, self._targets, self._logged_media = [], [], [], False
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
-
-    def _log_metrics(self, stage: str):
+    def metrics(self):
+        out = {}
         true = torch.cat([t for t, _ in self._pairs]).numpy() if self._pairs else np.zeros(0)
         rand = torch.cat([r for _, r in self._pairs]).numpy() if self._pairs else np.zeros(0)
         if len(true) and len(rand):
-            labels = np.r_[np.ones(len(true)), np.zeros(len(rand))]
-            self.log(f"{stage}/roc_auc", float(roc_auc_score(labels, np.r_[true, rand])))
+            out["roc_auc"] = float(roc_auc_score(np.r_[np.ones(len(true)), np.zeros(len(rand))], np.r_[true, rand]))
         with_interface = [i for i, b in enumerate(self._binders) if len(b)]
         if with_interface:
             ranks = partner_ranks([self._binders[i] for i in with_interface], [self._targets[i] for i in with_interface])
-            self.log(f"{stage}/partner_rank", float(ranks.mean()))
-            self.log(f"{stage}/top1", float((ranks == 1).mean()))
+            out["partner_rank"] = float(ranks.mean())
+            out["top1"] = float((ranks == 1).mean())
+        return out
 
-    def on_validation_epoch_end(self):
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self):
-        self._log_metrics("test")
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def log_media(self, stage, sides, embeddings):
+        log_surface(self, f"{stage}/interface", sides.surfaces[0], sides.labels[0].float())

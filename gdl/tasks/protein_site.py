@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from gdl.models.dmasif import DMaSIF
-from gdl.tasks.protein_common import complex_surfaces, log_surface, side_outputs
+from gdl.tasks.protein import ProteinTask, log_surface
 
 
 def balanced_bce(logits: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
@@ -34,74 +32,30 @@ def site_roc_auc(scores: list[np.ndarray], labels: list[np.ndarray]) -> dict[str
     return {"roc_auc": median, "roc_auc_pooled": float(pooled)}
 
 
-class ProteinSiteTask(L.LightningModule):
+class ProteinSiteTask(ProteinTask):
     """Trains a site-head :class:`DMaSIF` on both sides of each complex with a balanced BCE loss.
 
-    Labels: points within ``threshold`` angstroms of the partner's surface. Augmentation: a random
-    rotation of each complex. Metrics ``<stage>/roc_auc`` (per-protein median) and
-    ``<stage>/roc_auc_pooled`` over every surface point.
+    Metrics ``<stage>/roc_auc`` (per-protein median) and ``<stage>/roc_auc_pooled`` over every
+    surface point of the split.
     """
 
-    def __init__(
-        self,
-        model: DMaSIF,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        threshold: float = 1.0,
-        random_rotation: bool = True,
-    ):
-        super().__init__()
-        if getattr(model, "head_kind", None) != "site":
-            raise ValueError("ProteinSiteTask needs a DMaSIF model with head='site'")
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
+    head = "site"
+
+    def loss(self, sides, logits):
+        return balanced_bce(torch.cat(logits), torch.cat(sides.labels))
+
+    def reset(self):
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _shared_step(self, batch, rotate: bool):
-        sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
-        return sides, side_outputs(self.model, sides)
-
-    def training_step(self, batch, batch_idx):
-        sides, logits = self._shared_step(batch, self.hparams.random_rotation)
-        loss = balanced_bce(torch.cat(logits), torch.cat(sides.labels))
-        self.log("train/loss", loss, batch_size=batch.num_graphs, prog_bar=True)
-        return loss
-
-    def _eval_step(self, batch, stage: str):
-        sides, logits = self._shared_step(batch, False)
-        loss = balanced_bce(torch.cat(logits), torch.cat(sides.labels))
-        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs)
+    def collect(self, sides, logits, batch):
         for surface, scores, labels in zip(sides.surfaces, logits, sides.labels):
             for b in range(batch.num_graphs):
                 mine = surface.batch == b
                 self._outputs.append((scores[mine].detach().cpu().numpy(), labels[mine].cpu().numpy()))
-        if not self._logged_media:
-            self._logged_media = True
-            log_surface(self, f"{stage}/site_scores", sides.surfaces[0], torch.sigmoid(logits[0]))
-        return loss
 
-    def on_validation_epoch_start(self):
-        self._outputs, self._logged_media = [], False
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def validation_step(self, batch, batch_idx):
-        return self._eval_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        return self._eval_step(batch, "test")
-
-    def _log_metrics(self, stage: str):
+    def metrics(self):
         scores, labels = zip(*self._outputs) if self._outputs else ((), ())
-        for name, value in site_roc_auc(list(scores), list(labels)).items():
-            self.log(f"{stage}/{name}", value)
-        self._outputs = []
+        return site_roc_auc(list(scores), list(labels))
 
-    def on_validation_epoch_end(self):
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self):
-        self._log_metrics("test")
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def log_media(self, stage, sides, logits):
+        log_surface(self, f"{stage}/site_scores", sides.surfaces[0], torch.sigmoid(logits[0]))

@@ -148,10 +148,15 @@ def test_cell_size_reaches_target_occupancy(kind, generator):
     assert 32 / 2 <= 20000 / occupied <= 32 * 2
 
 
-def test_auto_uses_the_grid_only_for_large_low_dimensional_clouds():
+def test_auto_off_the_cpu_uses_the_grid_only_for_large_low_dimensional_clouds():
+    """The choice off the CPU (where the KD-tree is not used), checked on shape-only tensors."""
     knn = gdl.ops.get("knn", k=K)
-    big, small = torch.zeros(200_000, 3), torch.zeros(100, 3)
+
+    def points(n, dim):
+        return torch.empty(n, dim, device="meta")
+
+    big, small = points(200_000, 3), points(100, 3)
     assert knn.method_for(big, big, 1) == "grid"
     assert knn.method_for(small, small, 1) == "brute"
-    assert knn.method_for(torch.zeros(200_000, 4), torch.zeros(200_000, 4), 1) == "brute"
+    assert knn.method_for(points(200_000, 4), points(200_000, 4), 1) == "brute"
     assert knn.method_for(big, big, 1000) == "brute"  # 200 points per item

@@ -167,3 +167,29 @@ def test_bad_inputs(x, normals, match):
 def test_bad_parameters(params):
     with pytest.raises(ValueError):
         gdl.ops.get("curvatures", **params)
+
+
+def test_truncated_curvatures_match_exact_on_a_real_scan_with_gradients(real_cloud, generator):
+    x, diagonal = real_cloud("bunny", 2000)
+    normals = gdl.ops.get("normals", scale=0.015 * diagonal, backend="torch")(x)
+    x, normals = x.requires_grad_(), normals.detach().requires_grad_()
+    scales = [0.015 * diagonal, 0.04 * diagonal]
+    weights = torch.randn(2000, 2, 2, generator=generator, dtype=F64)
+    exact = gdl.ops.get("curvatures", scales=scales, backend="torch")(x, normals)
+    exact_grads = torch.autograd.grad((exact * weights).sum(), (x, normals))
+    for backend in ("torch", "keops"):
+        hk = gdl.ops.get("curvatures", scales=scales, backend=backend, truncate=5)(x, normals)
+        grads = torch.autograd.grad((hk * weights).sum(), (x, normals))
+        # Dimensionless curvatures (H s, K s^2) move by less than 1e-3 (dropped terms of the second
+        # moments below 25 exp(-12.5) s^2 ~ 1e-4 s^2).
+        powers = torch.tensor([[s, s * s] for s in scales], dtype=F64)
+        assert float(((hk - exact) * powers).abs().max()) < 1e-3
+        for g, e in zip(grads, exact_grads):
+            assert float((g - e).abs().max() / e.abs().max()) < 1e-2
+        assert not torch.equal(hk, exact), "truncation dropped nothing"
+
+
+@pytest.mark.parametrize("truncate", [0, -1, float("inf"), float("nan")])
+def test_bad_truncate(truncate):
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("curvatures", scales=[1.0], truncate=truncate)

@@ -111,3 +111,85 @@ def test_bad_inputs(generator):
         op(xq, xs, values, batch_query=torch.tensor([0, 0, 1, 1, 1]), batch_src=torch.zeros(6, dtype=torch.int64))
     with pytest.raises(TypeError, match="x_src has dtype"):
         op(xq, xs.double(), values)
+
+
+def masked_softmax_reference(xq, xs, values, weights, sigma, cutoff):
+    """The gaussian average over the sources closer than the cutoff, as a float64 softmax, and the
+    fraction D / (W + D) of the mass beyond the cutoff (W within)."""
+    d = torch.cdist(xq, xs)
+    far = d >= cutoff
+    logits = -(d**2) / (2 * sigma**2) + weights.log()
+    dropped = torch.softmax(logits, dim=1).masked_fill(~far, 0).sum(1)
+    return torch.softmax(logits.masked_fill(far, float("-inf")), dim=1) @ values, dropped
+
+
+def test_truncated_gaussian_on_a_lidar_frame_with_gradients(real_cloud, generator):
+    cloud, diagonal = real_cloud("kitti", 3000)
+    xq, xs = cloud[:1500].clone().requires_grad_(), cloud[1000:].clone().requires_grad_()
+    values = torch.randn(2000, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(2000, generator=generator, dtype=torch.float64).add(0.1).requires_grad_()
+    sigma, t = 0.01 * diagonal, 4.0
+    inputs = [xq, xs, values, weights]
+    masked, dropped = (r.detach() for r in masked_softmax_reference(xq, xs, values, weights, sigma, t * sigma))
+    # Gradients compared on the queries whose window holds nearly all their mass.
+    probe = torch.randn(1500, 2, generator=generator, dtype=torch.float64) * (dropped < 1e-3)[:, None]
+    exact = gdl.ops.get("nadaraya_watson", sigma=sigma, backend="torch")(xq, xs, values, weights)
+    exact_grads = torch.autograd.grad((exact * probe).sum(), inputs)
+    has_window = torch.isfinite(masked).all(1)
+    assert 0 < int((~has_window).sum()) < 150, "some (not many) lidar queries have an empty window"
+    # (A + a) / (W + D) - A / W is at most 2 max|v| D / (W + D) (KeOps drops less than D).
+    bound = 2 * values.detach().abs().max() * dropped[:, None] + 1e-12
+    for backend in ("torch", "keops"):
+        out = gdl.ops.get("nadaraya_watson", sigma=sigma, backend=backend, truncate=t)(xq, xs, values, weights)
+        grads = torch.autograd.grad((out * probe).sum(), inputs)
+        assert bool(torch.isfinite(out).all())
+        if backend == "torch":  # queries with an empty window follow today's far-query rule exactly
+            torch.testing.assert_close(out[~has_window], exact[~has_window], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out[has_window], masked[has_window], rtol=1e-10, atol=1e-10)
+        error = (out - exact).detach().abs()
+        assert bool((error[has_window] <= bound[has_window]).all())
+        # Where the window holds most of the mass (nearly every query), the average barely moves.
+        assert float(error[dropped < 1e-3].max()) < 2e-3 * float(values.detach().abs().max())
+        for g, e in zip(grads, exact_grads):
+            assert float((g - e).norm() / e.norm()) < 1e-2
+    assert not torch.equal(out, exact), "truncation changed nothing"
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_truncated_far_queries_and_zero_weight_windows(generator, backend):
+    xs = torch.rand(1500, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(1500, 2, generator=generator, dtype=torch.float64)
+    weights = torch.ones(1500, dtype=torch.float64)
+    corner = (xs < 0.1).all(1)  # a window of zero weights only: the corner's sources weigh 0
+    weights[corner] = 0.0
+    xq = torch.cat([xs[:300], xs[:3] + 100.0, torch.zeros(2, 3, dtype=torch.float64)])
+    op = gdl.ops.get("nadaraya_watson", sigma=0.02, backend=backend, truncate=4)
+    out = op(xq, xs, values, weights)
+    exact = gdl.ops.get("nadaraya_watson", sigma=0.02, backend=backend)(xq, xs, values, weights)
+    assert torch.isfinite(out).all()
+    # Far queries (no source within the cutoff) get today's value; so do queries whose window holds
+    # zero weights only, on the torch backend (KeOps averages the weighted sources of the voxel
+    # blocks it visits beyond the cutoff, if any).
+    rows = slice(300, None) if backend == "torch" else slice(300, 303)
+    torch.testing.assert_close(out[rows], exact[rows], rtol=1e-10, atol=1e-10)
+    assert float((out - exact)[:300].abs().max()) < 1e-2
+
+
+def test_truncated_ragged_batch_equals_per_item_calls(generator):
+    sizes_q, sizes_s = torch.tensor([400, 0, 500]), torch.tensor([300, 40, 600])
+    xq = torch.rand(900, 3, generator=generator, dtype=torch.float64)
+    xs = torch.rand(940, 3, generator=generator, dtype=torch.float64)
+    values = torch.randn(940, 2, generator=generator, dtype=torch.float64)
+    bq = torch.repeat_interleave(torch.arange(3), sizes_q)
+    bs = torch.repeat_interleave(torch.arange(3), sizes_s)
+    op = gdl.ops.get("nadaraya_watson", kernel="laplacian", sigma=[0.01, 0.02], backend="torch", truncate=8)
+    out = op(xq, xs, values, batch_query=bq, batch_src=bs)
+    for item in (0, 2):
+        rows, cols = bq == item, bs == item
+        torch.testing.assert_close(out[rows], op(xq[rows], xs[cols], values[cols]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("truncate", [0, -1, float("inf"), float("nan")])
+def test_bad_truncate(truncate):
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("nadaraya_watson", truncate=truncate)

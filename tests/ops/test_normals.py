@@ -132,3 +132,32 @@ def test_bad_inputs(args, error, match):
 def test_bad_parameters(params):
     with pytest.raises(ValueError):
         gdl.ops.get("normals", **params)
+
+
+def test_truncated_normals_match_exact_on_a_real_scan_with_gradients(real_cloud, generator):
+    x, diagonal = real_cloud("bunny", 2000)
+    x.requires_grad_()
+    batch = (torch.arange(2000) >= 1300).long()  # two items of one scan, overlapping in space
+    weights = torch.randn(2000, 3, generator=generator, dtype=x.dtype)
+    scale = 0.015 * diagonal
+    exact = gdl.ops.get("normals", scale=scale, backend="torch")(x, batch)
+    (exact_grad,) = torch.autograd.grad((exact * weights).sum(), x)
+    for backend in ("torch", "keops"):
+        normals = gdl.ops.get("normals", scale=scale, backend=backend, truncate=5)(x, batch)
+        # Almost every direction moves by less than 1e-3 radian; where the two smallest eigenvalues
+        # are close (a direction and its gradient are divided by their gap), more. The orientation
+        # is a vote that may flip where the votes nearly cancel, at a few points at most.
+        cosine = (normals * exact).detach().sum(1)
+        assert float((1 - cosine.abs()).quantile(0.99)) < 1e-6 and float(cosine.abs().min()) > 0.99
+        assert int((cosine < 0).sum()) <= 4
+        (grad,) = torch.autograd.grad((normals * cosine.sign()[:, None] * weights).sum(), x)
+        assert float((grad - exact_grad).norm() / exact_grad.norm()) < 0.1
+    alone = gdl.ops.get("normals", scale=scale, backend="torch", truncate=5)(x[1300:].detach())
+    part = gdl.ops.get("normals", scale=scale, backend="torch", truncate=5)(x.detach(), batch)[1300:]
+    torch.testing.assert_close(part, alone, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("truncate", [0, -1, float("inf"), float("nan")])
+def test_bad_truncate(truncate):
+    with pytest.raises(ValueError, match="truncate"):
+        gdl.ops.get("normals", scale=1.0, truncate=truncate)

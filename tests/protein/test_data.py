@@ -69,27 +69,22 @@ def test_download_extracts_a_local_archive(tmp_path):
     assert read_masif_list(out / "data/lists/testing_ppi.txt") == ["1I07_A_B"]
 
 
-def test_interface_labels_match_dense_distances_and_are_symmetric(generator):
-    p1 = torch.randn(300, 3, generator=generator) * 4
-    p2 = torch.randn(200, 3, generator=generator) * 4 + torch.tensor([6.0, 0, 0])
-    b1 = (torch.arange(300) >= 170).long()
-    b2 = (torch.arange(200) >= 90).long()
-    l1, l2 = interface_labels(p1, b1, p2, b2, threshold=1.5)
-    d = torch.cdist(p1.double(), p2.double())
-    d[b1[:, None] != b2[None, :]] = float("inf")
-    close = d < 1.5
-    assert torch.equal(l1, close.any(1)) and torch.equal(l2, close.any(0))
-    assert 0 < int(l1.sum()) < 300
-    # Swapping the sides swaps the labels; a rigid motion of the complex changes nothing.
-    s2, s1 = interface_labels(p2, b2, p1, b1, threshold=1.5)
-    assert torch.equal(s1, l1) and torch.equal(s2, l2)
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q.float()
-    r1, r2 = interface_labels(p1 @ q.T + 5, b1, p2 @ q.T + 5, b2, threshold=1.5)
+def test_interface_labels_match_dense_distances(generator):
+    points = torch.randn(300, 3, generator=generator) * 4
+    atoms = torch.randn(200, 3, generator=generator) * 4 + torch.tensor([6.0, 0, 0])
+    batch = (torch.arange(300) >= 170).long()
+    atom_batch = (torch.arange(200) >= 90).long()
+    labels = interface_labels(points, batch, atoms, atom_batch, threshold=1.5)
+    d = torch.cdist(points.double(), atoms.double())
+    d[batch[:, None] != atom_batch[None, :]] = float("inf")
     margin = (d.min(1).values - 1.5).abs() > 1e-4  # away from float ties at the threshold
-    assert torch.equal(r1[margin], l1[margin])
+    assert torch.equal(labels[margin], (d < 1.5).any(1)[margin])
+    assert 0 < int(labels.sum()) < 300
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    moved = interface_labels(points @ q.float().T + 5, batch, atoms @ q.float().T + 5, atom_batch, threshold=1.5)
+    assert torch.equal(moved[margin], labels[margin])  # a rigid motion of the complex changes nothing
     with pytest.raises(ValueError, match="threshold must be positive"):
-        interface_labels(p1, b1, p2, b2, threshold=0)
+        interface_labels(points, batch, atoms, atom_batch, threshold=0)
 
 
 def test_data_module_batches_both_sides():
@@ -102,5 +97,27 @@ def test_data_module_batches_both_sides():
         atoms, types, owner = batch[f"atoms_{side}"], batch[f"types_{side}"], batch[f"atoms_{side}_batch"]
         assert atoms.shape[1] == 3 and types.shape == (atoms.shape[0], 6)
         assert torch.equal(owner.unique(), torch.tensor([0, 1]))
+        assert batch[f"residues_{side}"].shape == (atoms.shape[0], 2)
     with pytest.raises(FileNotFoundError, match="data_dir not found"):
         ProteinComplexDataModule(data_dir="/nonexistent/folder")
+    with pytest.raises(ValueError, match="cache_dir and surface_model"):
+        ProteinComplexDataModule(cache_dir="somewhere")
+
+
+def test_data_module_serves_cached_surfaces(tmp_path):
+    from gdl.models.dmasif import DMaSIF
+
+    for name in ("3EYD_C", "3EYD_D"):
+        shutil.copy(SAMPLE_DIR / f"{name}.pdb.gz", tmp_path)
+    model = DMaSIF(resolution=1.5, points_per_atom=10, curvature_scales=[])
+    module = ProteinComplexDataModule(data_dir=tmp_path, batch_size=1, val_fraction=0, test_fraction=0,
+                                      cache_dir=tmp_path / "cache", surface_model=model)
+    module.setup()
+    batch = next(iter(module.train_dataloader()))
+    for side in ("1", "2"):
+        points, features = batch[f"points_{side}"], batch[f"features_{side}"]
+        assert points.shape[1] == 3 and features.shape == (len(points), model.fixed_channels)
+        assert torch.equal(batch[f"points_{side}_batch"], torch.zeros(len(points), dtype=torch.long))
+    # centred like the atoms: side 1's atoms have mean zero, the surfaces moved with them
+    assert batch.atoms_1.mean(0).abs().max() < 1e-3
+    assert torch.cdist(batch.points_1, batch.atoms_1).min() > 1.0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gdl.tasks.protein_common import random_rotations
+from gdl.tasks.protein import random_rotations
 from gdl.tasks.protein_search import partner_ranks
 from gdl.tasks.protein_site import balanced_bce, site_roc_auc
 

@@ -68,7 +68,7 @@ def test_default_train_py_on_shipped_sample(tmp_path):
     )
     assert_ok(run)
     metrics = run.printed_metrics()
-    assert "val/epe3d" in metrics and "test/epe3d" in metrics and all(map(math.isfinite, metrics.values())), metrics
+    assert "val/roc_auc" in metrics and "test/roc_auc" in metrics and all(map(math.isfinite, metrics.values())), metrics
     assert (run.folder / "checkpoints" / "last.ckpt").is_file()
     assert str(tmp_path) in str(run.folder)  # no data or logs outside the run's folder tree
 

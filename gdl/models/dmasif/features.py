@@ -24,10 +24,10 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class CurvatureFeatures(nn.Module):
     """(N, 2 S) dimensionless curvatures [H r, K r^2] at each scale r of ``scales``."""
 
-    def __init__(self, scales=(1.0, 2.0, 3.0, 5.0, 10.0), reg: float = 0.01):
+    def __init__(self, scales=(1.0, 2.0, 3.0, 5.0, 10.0), reg: float = 0.01, backend: str = "auto"):
         super().__init__()
         self.scales = tuple(float(s) for s in scales)
-        self.curvatures = gdl.ops.get("curvatures", scales=list(self.scales), reg=reg)
+        self.curvatures = gdl.ops.get("curvatures", scales=list(self.scales), reg=reg, backend=backend)
         self.register_buffer("scale_powers", torch.tensor([[s, s * s] for s in self.scales]), persistent=False)
 
     @property
@@ -42,14 +42,14 @@ class CurvatureFeatures(nn.Module):
 class ChemicalFeatures(nn.Module):
     """(N, out_channels) chemistry of each surface point from its ``k`` nearest atoms."""
 
-    def __init__(self, atom_types: int = 6, out_channels: int = 6, k: int = 16, hidden: int = 16):
+    def __init__(self, atom_types: int = 6, out_channels: int = 6, k: int = 16, hidden: int = 16, backend: str = "auto"):
         super().__init__()
         self.k = k
         self.out_channels = out_channels
         self.atom_messages = _mlp(atom_types + 1, hidden, atom_types)
         self.point_messages = _mlp(atom_types + 1, hidden, out_channels)
-        self.knn_atoms = gdl.ops.get("knn", k=k, exclude_self=True)
-        self.knn_points = gdl.ops.get("knn", k=k)
+        self.knn_atoms = gdl.ops.get("knn", k=k, exclude_self=True, backend=backend)
+        self.knn_points = gdl.ops.get("knn", k=k, backend=backend)
 
     def forward(self, points, batch, atoms, atom_types, atom_batch):
         k_atoms = self.knn_atoms.k

@@ -2,35 +2,50 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from gdl.models.dmasif.descriptors import DESCRIPTOR_CHANNELS, surface_descriptors
 from gdl.models.dmasif.features import ChemicalFeatures, CurvatureFeatures
 from gdl.models.dmasif.heads import SearchHead, SiteHead
 from gdl.models.dmasif.network import DMaSIFNetwork
 from gdl.models.dmasif.surface import atoms_to_surface
 from gdl.ops.checks import check_choice
 
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
 
 @dataclass
 class Surface:
-    """Surface points of a batch of proteins: (N, 3) points and unit outward normals, (N,) batch."""
+    """Surface points of a batch of proteins: (N, 3) points, unit outward normals, (N,) batch, and
+    the (N, F) fixed input features (curvatures, descriptors) when they have been computed."""
 
     points: torch.Tensor
     normals: torch.Tensor
     batch: torch.Tensor
+    features: torch.Tensor | None = None
+
+    def rotated(self, rotations: torch.Tensor) -> Surface:
+        """The surface with item b turned by ``rotations[b]`` (B, 3, 3); features are invariant."""
+        r = rotations[self.batch].to(self.points.dtype)
+        turn = lambda v: torch.einsum("nij,nj->ni", r, v)  # noqa: E731
+        return replace(self, points=turn(self.points), normals=turn(self.normals))
 
 
 class DMaSIF(nn.Module):
     """dMaSIF (Sverrisson et al., CVPR 2021) for interaction ``head`` ``"site"`` or ``"search"``.
 
-    ``surface(atoms, atom_types, atom_batch)`` samples the surfaces (no learnable part);
-    ``forward(surface, atoms, atom_types, atom_batch)`` returns a (N,) site logit, or the
-    ``(binder, target)`` (N, embedding) pair for search. Curvatures at ``curvature_scales``
-    and chemistry from the ``k_atoms`` nearest atoms feed ``layers`` quasi-geodesic convolutions of
-    ``channels`` channels and window ``radius`` (angstroms).
+    ``surface(atoms, atom_types, atom_batch, residue_properties)`` samples the surfaces and computes
+    their fixed input features (no learnable part; what a cache stores); ``forward(surface, atoms,
+    atom_types, atom_batch)`` returns a (N,) site logit, or the ``(binder, target)`` (N, embedding)
+    pair for search. Fixed features: curvatures at ``curvature_scales`` and, with ``descriptors``,
+    the hand-made atom-environment descriptors of :mod:`~gdl.models.dmasif.descriptors` (burial,
+    shape, residue hydropathy and charge); learned chemistry from the ``k_atoms`` nearest atoms
+    (``chemical_channels``, 0 to leave it out); then ``layers`` quasi-geodesic convolutions of
+    ``channels`` channels and window ``radius`` (angstroms). ``backend`` reaches every operator.
     """
 
     def __init__(
@@ -43,25 +58,49 @@ class DMaSIF(nn.Module):
         curvature_scales=(1.0, 2.0, 3.0, 5.0, 10.0),
         chemical_channels: int = 6,
         k_atoms: int = 16,
+        descriptors: bool = True,
         resolution: float = 1.0,
         distance: float = 1.05,
         points_per_atom: int = 20,
         backend: str = "auto",
     ):
         super().__init__()
+        self.config = dict(
+            head=head, channels=channels, layers=layers, radius=radius, hidden_units=hidden_units,
+            curvature_scales=[float(s) for s in curvature_scales], chemical_channels=chemical_channels,
+            k_atoms=k_atoms, descriptors=bool(descriptors), resolution=resolution, distance=distance,
+            points_per_atom=points_per_atom, backend=backend,
+        )  # fmt: skip
         self.head_kind = check_choice("head", head, ("site", "search"))
         self.resolution = float(resolution)
         self.distance = float(distance)
         self.points_per_atom = int(points_per_atom)
+        self.descriptors = bool(descriptors)
         self.backend = backend
-        self.curvatures = CurvatureFeatures(curvature_scales)
-        self.chemistry = ChemicalFeatures(out_channels=chemical_channels, k=k_atoms)
-        in_channels = self.curvatures.out_channels + self.chemistry.out_channels
-        self.network = DMaSIFNetwork(in_channels, channels, layers, radius, hidden_units)
+        self.curvatures = CurvatureFeatures(curvature_scales, backend=backend) if len(curvature_scales) else None
+        self.chemistry = ChemicalFeatures(out_channels=chemical_channels, k=k_atoms, backend=backend) if chemical_channels else None
+        curvature_channels = self.curvatures.out_channels if self.curvatures is not None else 0
+        self.fixed_channels = curvature_channels + (DESCRIPTOR_CHANNELS if self.descriptors else 0)
+        if self.fixed_channels == 0:
+            raise ValueError("DMaSIF needs input features: give curvature_scales or descriptors=True")
+        in_channels = self.fixed_channels + (chemical_channels if chemical_channels else 0)
+        self.input_norm = nn.BatchNorm1d(self.fixed_channels)
+        self.network = DMaSIFNetwork(in_channels, channels, layers, radius, hidden_units, backend=backend)
         self.head = SiteHead(channels) if head == "site" else SearchHead(channels)
 
+    def surface_settings(self) -> dict:
+        """Every setting that changes ``surface``'s output (the key of a preprocessing cache)."""
+        return {k: self.config[k] for k in ("resolution", "distance", "points_per_atom", "curvature_scales", "descriptors")}
+
     @torch.no_grad()
-    def surface(self, atoms, atom_types, atom_batch=None, generator=None) -> Surface:
+    def surface(self, atoms, atom_types, atom_batch=None, residue_properties=None, generator=None) -> Surface:
+        """Sample the surfaces of the proteins and compute their fixed features.
+
+        ``residue_properties`` (M, 2) (:meth:`gdl.data.pdb.Atoms.residue_properties`) is needed
+        when the model uses ``descriptors``.
+        """
+        if atom_batch is None:
+            atom_batch = torch.zeros(atoms.shape[0], dtype=torch.int64, device=atoms.device)
         points, normals, batch = atoms_to_surface(
             atoms,
             atom_types,
@@ -72,17 +111,59 @@ class DMaSIF(nn.Module):
             generator=generator,
             backend=self.backend,
         )
-        return Surface(points, normals, batch)
+        surface = Surface(points, normals, batch)
+        return replace(surface, features=self.fixed_features(surface, atoms, atom_types, atom_batch, residue_properties))
 
-    def features(self, surface: Surface, atoms, atom_types, atom_batch) -> torch.Tensor:
-        """(N, F) input features: curvatures then chemistry."""
+    @torch.no_grad()
+    def fixed_features(self, surface: Surface, atoms, atom_types, atom_batch=None, residue_properties=None):
+        """(N, fixed_channels) rotation-invariant input features: curvatures, then descriptors."""
         if atom_batch is None:
             atom_batch = torch.zeros(atoms.shape[0], dtype=torch.int64, device=atoms.device)
-        geometry = self.curvatures(surface.points, surface.normals, surface.batch)
-        chemistry = self.chemistry(surface.points, surface.batch, atoms, atom_types, atom_batch)
-        return torch.cat([geometry, chemistry], dim=1)
+        parts = [surface.points.new_zeros(len(surface.points), 0)]
+        if self.curvatures is not None:
+            parts.append(self.curvatures(surface.points, surface.normals, surface.batch))
+        if self.descriptors:
+            parts.append(
+                surface_descriptors(
+                    surface.points, surface.normals, surface.batch, atoms, atom_types, residue_properties, atom_batch
+                )
+            )
+        return torch.cat(parts, dim=1)
+
+    def features(self, surface: Surface, atoms, atom_types, atom_batch=None) -> torch.Tensor:
+        """(N, F) network input: normalised fixed features, then learned chemistry."""
+        if surface.features is None or surface.features.shape[1] != self.fixed_channels:
+            got = None if surface.features is None else tuple(surface.features.shape)
+            raise ValueError(
+                f"surface.features must have shape ({len(surface.points)}, {self.fixed_channels}) "
+                f"(DMaSIF.surface or fixed_features computes them), got {got}"
+            )
+        if atom_batch is None:
+            atom_batch = torch.zeros(atoms.shape[0], dtype=torch.int64, device=atoms.device)
+        parts = [self.input_norm(surface.features.to(surface.points.dtype))]
+        if self.chemistry is not None:
+            parts.append(self.chemistry(surface.points, surface.batch, atoms, atom_types, atom_batch))
+        return torch.cat(parts, dim=1)
 
     def forward(self, surface: Surface, atoms, atom_types, atom_batch=None):
         features = self.features(surface, atoms, atom_types, atom_batch)
         descriptors = self.network(surface.points, surface.normals, features, surface.batch)
         return self.head(descriptors)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "site", **overrides) -> DMaSIF:
+        """The shipped model ``"site"`` or ``"search"`` (see the model card in the README), or a
+        file written by :meth:`save_pretrained`; ``overrides`` change settings that do not touch
+        the weights (e.g. ``backend``)."""
+        path = PRETRAINED_DIR / f"{name}.pt" if name in ("site", "search") else Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained dMaSIF {name!r}: no file {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = cls(**{**state["config"], **overrides})
+        model.load_state_dict(state["state_dict"])
+        return model.eval()
+
+    def save_pretrained(self, path, **card) -> None:
+        """Write the settings, weights and ``card`` (metadata: data, metrics) to ``path``."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save({"config": self.config, "state_dict": state, "card": card}, path)

@@ -19,11 +19,17 @@ class DMaSIFNetwork(nn.Module):
     """Maps (N, in_channels) point features to (N, channels) descriptors, rotation invariant."""
 
     def __init__(
-        self, in_channels: int, channels: int = 16, layers: int = 3, radius: float = 9.0, hidden_units: int = 16
+        self,
+        in_channels: int,
+        channels: int = 16,
+        layers: int = 3,
+        radius: float = 9.0,
+        hidden_units: int = 16,
+        backend: str = "auto",
     ):
         super().__init__()
         self.lift = nn.Linear(in_channels, channels)
-        self.frames = gdl.ops.get("tangent_frames")
+        self.frames = gdl.ops.get("tangent_frames", backend=backend)
         self.convs = nn.ModuleList(
             gdl.ops.get(
                 "quasi_geodesic_conv",
@@ -31,6 +37,7 @@ class DMaSIFNetwork(nn.Module):
                 out_channels=channels,
                 radius=radius,
                 hidden_units=hidden_units,
+                backend=backend,
             )
             for _ in range(layers)
         )
