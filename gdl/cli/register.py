@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gdl.data.dirlab import read_xyz
 from gdl.data.pointclouds import read_points, write_points
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, presets
 from gdl.models.registration.progress import report, show_progress
@@ -59,23 +60,7 @@ def read_query(path) -> tuple[np.ndarray, dict]:
     path = Path(path)
     if path.suffix.lower() not in (".txt", ".csv"):
         return read_points(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"query file not found: {path}")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.replace(",", " ").split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        try:
-            values = [float(f) for f in fields]
-        except ValueError:
-            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {line.strip()!r}") from None
-        if len(values) != 3:
-            raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {len(values)}")
-        rows.append(values)
-    if not rows:
-        raise ValueError(f"{path}: the file holds no point")
-    return np.array(rows, dtype=np.float32), {}
+    return read_xyz(path, what="query").astype(np.float32), {}
 
 
 def point_masses(data: dict, name: str | None, path) -> np.ndarray | None:

@@ -72,7 +72,7 @@ def read_landmarks(path) -> np.ndarray:
             raise ValueError(f"{path}, line {number}: voxel indices are 1-based, got {values}")
         rows.append(values)
     if not rows:
-        raise ValueError(f"{path}: the file holds no landmark")
+        raise ValueError(f"{path}: the file holds no {what}")
     return np.array(rows, dtype=np.float64)
 
 
@@ -93,11 +93,13 @@ def tre_mm(warped, target, spacing) -> float:
 LANDMARK_FORMATS = ("xyz", "dirlab")
 
 
-def read_xyz(path) -> np.ndarray:
-    """Rows of three numbers x y z (spaces, tabs or commas; ``#`` comments), float64 (L, 3)."""
+def read_xyz(path, what: str = "landmark") -> np.ndarray:
+    """Rows of three numbers x y z (spaces, tabs or commas; ``#`` comments), float64 (L, 3).
+
+    ``what`` names the points in error messages ("landmark file not found: ...")."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"landmark file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.replace(",", " ").split()
@@ -111,7 +113,7 @@ def read_xyz(path) -> np.ndarray:
             raise ValueError(f"{path}, line {number}: expected three numbers x y z, got {len(values)}")
         rows.append(values)
     if not rows:
-        raise ValueError(f"{path}: the file holds no landmark")
+        raise ValueError(f"{path}: the file holds no {what}")
     return np.array(rows, dtype=np.float64)
 
 
