@@ -85,6 +85,7 @@ def test_experiment_builds_trainer_callbacks_and_loggers(name, tmp_path):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=[instantiate(node) for node in cfg.logger.values()])
     assert isinstance(trainer, pl.Trainer)
     monitored = cfg.callbacks.model_checkpoint.monitor
+    assert monitored == cfg.monitor == cfg.callbacks.early_stopping.monitor
     assert monitored.startswith("val/") and monitored == monitored.lower()
 
 
