@@ -218,6 +218,10 @@ def check_config(cfg: DictConfig) -> None:
     for flag in ("train", "test"):
         if flag in resolved and not isinstance(resolved[flag], bool):
             raise ConfigError.at(flag, "expected true or false", resolved[flag])
+    if "monitor_mode" in resolved and resolved.monitor_mode not in ("min", "max"):
+        raise ConfigError.at("monitor_mode", "expected min or max", resolved.monitor_mode)
+    if "monitor" in resolved and not (isinstance(resolved.monitor, str) and "/" in resolved.monitor):
+        raise ConfigError.at("monitor", "expected a logged metric such as val/loss", resolved.monitor)
     if resolved.get("train") is False and resolved.get("test") and resolved.get("ckpt_path") is None:
         raise ConfigError.at("ckpt_path", "testing without training needs a checkpoint: ckpt_path=PATH or ckpt_path=last", None)
     for group in ("data", "model", "task", "trainer"):

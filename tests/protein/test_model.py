@@ -11,6 +11,7 @@ from gdl.data.proteins import SAMPLE_DIR
 from gdl.models.dmasif import DMaSIF, Surface
 from gdl.models.dmasif.descriptors import SHELLS, surface_descriptors
 from gdl.models.dmasif.model import PRETRAINED_DIR
+from gdl.models.dmasif.surface import ATOM_RADII, atom_radii, smooth_distance
 
 NEEDED = ("grid_subsample", "tangent_frames", "quasi_geodesic_conv")
 pytestmark = pytest.mark.skipif(
@@ -69,6 +70,30 @@ def test_features_and_outputs_are_rotation_invariant(protein, generator):
     assert torch.allclose(logits_r, logits, atol=1e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="surface.features must have shape"):
         model(Surface(surface.points, surface.normals, surface.batch), atoms, types)
+
+
+def test_default_truncation_keeps_the_surface_and_the_logits(protein, generator):
+    """The default cutoffs (smooth distance: atoms within 8 A; convolutions: 3 radii) move the level
+    set by < 0.02 A and the site logits by < 1e-3 against the exact model with the same weights."""
+    atoms, types, residues = protein
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    settings = dict(SMALL, radius=3.0)
+    model = DMaSIF(head="site", **settings).eval()
+    exact = DMaSIF(head="site", **settings, surface_truncate=None, conv_truncate=None).eval()
+    exact.load_state_dict(model.state_dict())
+    assert model.surface_truncate == 8.0 and model.network.convs[0].truncate == 3.0
+    surface = model.surface(atoms, types, None, residues, generator=generator)
+    diameter = float((surface.points.max(0).values - surface.points.min(0).values).norm())
+    assert diameter > 2 * 3 * settings["radius"]  # the convolution windows are truncated
+    sigma = 0.5 * atom_radii(types).double() / min(ATOM_RADII)
+    points, atoms64 = surface.points.double(), atoms.double()
+    shift = smooth_distance(points, atoms64, sigma, backend="torch") - smooth_distance(
+        points, atoms64, sigma, backend="torch", truncate=model.surface_truncate
+    )
+    assert float(shift.abs().max()) < 0.02
+    with torch.no_grad():
+        difference = (model(surface, atoms, types) - exact(surface, atoms, types)).abs().max()
+    assert float(difference) < 1e-3
 
 
 @pytest.mark.slow

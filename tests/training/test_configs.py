@@ -138,6 +138,8 @@ def test_slurm_launcher_config_composes(tmp_path):
         ("seed=1.5", "seed:"),
         ("data._target_=gdl.no_such_module.Data", "data._target_:"),
         ("+callbacks.model_checkpoint.every_n_epoch=2", "callbacks.model_checkpoint.every_n_epoch:"),
+        ("monitor_mode=maximum", "monitor_mode: expected min or max \\(got 'maximum'\\)$"),
+        ("monitor=42", "monitor: expected a logged metric"),
     ],
 )
 def test_wrong_override_names_the_key(override, key, tmp_path):

@@ -22,12 +22,17 @@ def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 
 
 class CurvatureFeatures(nn.Module):
-    """(N, 2 S) dimensionless curvatures [H r, K r^2] at each scale r of ``scales``."""
+    """(N, 2 S) dimensionless curvatures [H r, K r^2] at each scale r of ``scales``; ``truncate``
+    (None: exact) is the window cutoff as a multiple of each scale."""
 
-    def __init__(self, scales=(1.0, 2.0, 3.0, 5.0, 10.0), reg: float = 0.01, backend: str = "auto"):
+    def __init__(
+        self, scales=(1.0, 2.0, 3.0, 5.0, 10.0), reg: float = 0.01, backend: str = "auto", truncate: float | None = None
+    ):
         super().__init__()
         self.scales = tuple(float(s) for s in scales)
-        self.curvatures = gdl.ops.get("curvatures", scales=list(self.scales), reg=reg, backend=backend)
+        self.curvatures = gdl.ops.get(
+            "curvatures", scales=list(self.scales), reg=reg, backend=backend, truncate=truncate
+        )
         self.register_buffer("scale_powers", torch.tensor([[s, s * s] for s in self.scales]), persistent=False)
 
     @property

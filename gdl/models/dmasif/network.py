@@ -16,7 +16,9 @@ import gdl.ops
 
 
 class DMaSIFNetwork(nn.Module):
-    """Maps (N, in_channels) point features to (N, channels) descriptors, rotation invariant."""
+    """Maps (N, in_channels) point features to (N, channels) descriptors, rotation invariant.
+
+    ``truncate`` (None: exact) is each convolution's cutoff as a multiple of ``radius``."""
 
     def __init__(
         self,
@@ -26,6 +28,7 @@ class DMaSIFNetwork(nn.Module):
         radius: float = 9.0,
         hidden_units: int = 16,
         backend: str = "auto",
+        truncate: float | None = None,
     ):
         super().__init__()
         self.lift = nn.Linear(in_channels, channels)
@@ -38,6 +41,7 @@ class DMaSIFNetwork(nn.Module):
                 radius=radius,
                 hidden_units=hidden_units,
                 backend=backend,
+                truncate=truncate,
             )
             for _ in range(layers)
         )

@@ -27,6 +27,10 @@ motions are fitted in turn, each one to the points that still follow the fine-tu
 and offered to them by the same comparison (a scene of rigidly moving objects, e.g. cars, over a
 static background).
 
+With ``truncate`` = t (None: exact), every Gaussian average only sums over the points within t
+widths (a dropped weight is below exp(-t^2 / 2) of the peak; rows with no point in their window
+are averaged exactly).
+
 Fine-tuning matches independently sampled surfaces, so its smoothed matches carry a few centimetres
 of noise; this keeps it where it helps (moving objects) and an exact motion elsewhere (the static
 background). The comparison uses nearest-point distances, which suits clouds sampled densely
@@ -93,6 +97,7 @@ class Finetune(torch.nn.Module):
         rigid_layers: int = 1,
         num_points: int | None = None,
         backend: str = "auto",
+        truncate: float | None = None,
     ):
         super().__init__()
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
@@ -109,7 +114,13 @@ class Finetune(torch.nn.Module):
         self.local_average = (
             None
             if keep_sigma is None
-            else gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=check_positive("keep_sigma", keep_sigma), backend=backend)
+            else gdl.ops.get(
+                "nadaraya_watson",
+                kernel="gaussian",
+                sigma=check_positive("keep_sigma", keep_sigma),
+                backend=backend,
+                truncate=truncate,
+            )
         )
         self.iterations = check_positive("iterations", iterations, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
@@ -119,7 +130,8 @@ class Finetune(torch.nn.Module):
             RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
         )
         self.smoothers = torch.nn.ModuleList(
-            gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend) for s in smoothings
+            gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
+            for s in smoothings
         )
 
     def forward(self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None):
