@@ -18,12 +18,14 @@ import torch
 
 from gdl.data.pdb import read_pdb
 from gdl.models.dmasif import DMaSIF
+from gdl.tasks.protein import MODEL_CONFIG_KEY
 from gdl.training.checkpoint_task import WrongTaskError, load_task_checkpoint
 
 
 def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:
     """The shipped pretrained ``head`` model (``ckpt`` None), or the DMaSIF of a Lightning checkpoint
-    of ``experiment=protein_<head>`` with the default settings of configs/model/dmasif.yaml."""
+    of ``experiment=protein_<head>`` with the settings it records (older checkpoints: the shipped
+    model's settings)."""
     if ckpt is None:
         return DMaSIF.from_pretrained(head)
     if not Path(ckpt).is_file():
@@ -32,7 +34,8 @@ def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:
         return DMaSIF.from_pretrained(str(ckpt))
     task = f"gdl.tasks.protein_{head}.Protein{head.capitalize()}Task"
     state = load_task_checkpoint(ckpt, task, f"protein_{head}")
-    model = DMaSIF(**{**DMaSIF.from_pretrained(head).config, "head": head})
+    config = state.get(MODEL_CONFIG_KEY) or DMaSIF.from_pretrained(head).config
+    model = DMaSIF(**{**config, "head": head})
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(weights)
     return model.eval()

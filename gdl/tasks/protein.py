@@ -96,6 +96,10 @@ def log_surface(task, key: str, surface: Surface, values: torch.Tensor) -> None:
     log_point_cloud(task, key, surface.points[first].detach().cpu(), values[first].detach().cpu())
 
 
+# checkpoint entry holding the DMaSIF settings (``DMaSIF.config``) of the trained model
+MODEL_CONFIG_KEY = "dmasif_config"
+
+
 class ProteinTask(L.LightningModule):
     """Base of the protein tasks: a :class:`DMaSIF` with head ``head``, Adam, labels at
     ``threshold`` angstroms of the partner's atoms, a random rotation of each training complex and,
@@ -124,6 +128,10 @@ class ProteinTask(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self._logged_media = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the model's settings, so the checkpoint rebuilds the same DMaSIF (``MODEL_CONFIG_KEY``)."""
+        checkpoint[MODEL_CONFIG_KEY] = dict(self.model.config)
 
     def outputs(self, batch, rotate: bool, crop: bool = False):
         sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)

@@ -16,6 +16,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def test_a_training_checkpoint_rebuilds_its_own_model_settings(tmp_path):
+    from gdl.cli.predict_sites import load_model
+    from gdl.tasks.protein_site import ProteinSiteTask
+
+    trained = DMaSIF(head="site", channels=8, chemical_channels=6, radius=5.0, curvature_scales=[], resolution=3.0)
+    task = ProteinSiteTask(trained)
+    checkpoint = {
+        "state_dict": task.state_dict(),
+        "hyper_parameters": dict(task.hparams),
+        "gdl_task": {"class": "gdl.tasks.protein_site.ProteinSiteTask", "name": "protein_site"},
+    }
+    task.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "run.ckpt")
+    loaded = load_model(str(tmp_path / "run.ckpt"))
+    assert loaded.config == trained.config
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
 @pytest.mark.slow
 def test_predict_sites_writes_scored_surface(tmp_path):
     pdb = SAMPLE_DIR / "3E2U_E.pdb.gz"
