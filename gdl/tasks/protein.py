@@ -10,6 +10,7 @@ import torch
 
 from gdl.data.proteins import interface_labels
 from gdl.models.dmasif import DMaSIF, Surface
+from gdl.ops.checks import check_choice
 
 
 def random_rotations(n: int, dtype=torch.float32, device=None, generator=None) -> torch.Tensor:
@@ -102,7 +103,8 @@ MODEL_CONFIG_KEY = "dmasif_config"
 
 class ProteinTask(L.LightningModule):
     """Base of the protein tasks: a :class:`DMaSIF` with head ``head``, Adam, labels at
-    ``threshold`` angstroms of the partner's atoms, a random rotation of each training complex and,
+    ``threshold`` angstroms of the partner's atoms, a constant learning rate or, with
+    ``lr_schedule="cosine"``, one decaying from ``lr`` to 0 over ``max_epochs`` (half a cosine), a random rotation of each training complex and,
     with ``crop_radius``, training on facing patches of that radius (:func:`crop_patches`, a cheap
     step); evaluation always runs on whole surfaces.
 
@@ -121,8 +123,10 @@ class ProteinTask(L.LightningModule):
         threshold: float = 3.0,
         random_rotation: bool = True,
         crop_radius: float | None = None,
+        lr_schedule: str = "constant",
     ):
         super().__init__()
+        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         if getattr(model, "head_kind", None) != self.head:
             raise ValueError(f"{type(self).__name__} needs a DMaSIF model with head={self.head!r}")
         self.save_hyperparameters(ignore=["model"])
@@ -180,7 +184,12 @@ class ProteinTask(L.LightningModule):
         self._log_metrics("test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # cosine: lr_e = lr (1 + cos(pi e / E)) / 2 at epoch e of E = max_epochs
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)}
 
     def log_media(self, stage: str, sides: ComplexSurfaces, outputs) -> None:
         """Log a picture of the first protein of an evaluation epoch (nothing by default)."""

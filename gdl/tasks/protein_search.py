@@ -78,8 +78,9 @@ class ProteinSearchTask(ProteinTask):
         random_rotation: bool = True,
         crop_radius: float | None = None,
         max_points: int = 2000,
+        lr_schedule: str = "constant",
     ):
-        super().__init__(model, lr, weight_decay, threshold, random_rotation, crop_radius)
+        super().__init__(model, lr, weight_decay, threshold, random_rotation, crop_radius, lr_schedule)
         self.save_hyperparameters(ignore=["model"])
 
     def loss(self, sides, embeddings):

@@ -41,3 +41,26 @@ def test_random_rotations_are_rotations(generator):
     r = random_rotations(16, torch.float64, generator=generator)
     assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(16, 3, 3), atol=1e-12)
     assert torch.allclose(torch.det(r), torch.ones(16, dtype=torch.float64))
+
+
+def test_cosine_learning_rate_decays_to_zero_over_the_epochs():
+    import lightning as L
+
+    from gdl.models.dmasif import DMaSIF
+    from gdl.tasks.protein_site import ProteinSiteTask
+
+    model = DMaSIF(head="site", curvature_scales=[], resolution=3.0)
+    constant = ProteinSiteTask(model, lr=0.01)
+    assert isinstance(constant.configure_optimizers(), torch.optim.Adam)
+    task = ProteinSiteTask(model, lr=0.01, lr_schedule="cosine")
+    task.trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    setup = task.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    np.testing.assert_allclose(rates, [0.01 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(5)], atol=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ProteinSiteTask(model, lr_schedule="linear")
