@@ -187,6 +187,22 @@ def train_and_test(task, data_dir, train, test, epochs, device) -> tuple[dict, f
     return {k: float(v) for k, v in metrics.items()}, train_seconds
 
 
+def machine(device) -> dict:
+    """Where the numbers come from: device name, threads, torch version, date (UTC)."""
+    return {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {path}")
+
+
 def checkpoint_model(name: str) -> DMaSIF:
     """``site`` / ``search`` (the shipped models), a DMaSIF.save_pretrained file or a Lightning
     checkpoint of experiment=protein_site / protein_search (its head read from its weights)."""
@@ -321,17 +337,9 @@ def main(argv=None):
             "published anchors (full MaSIF training set, GPU)",
         },
         atoms_per_side={c.pdb_id: atoms_per_side(c) for c in train + test},
-        machine={
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        machine=machine(device),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"protein_{device.type}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {path}")
+    write_json(results, args.out / f"protein_{device.type}.json")
 
 
 def eval_only(args, device) -> None:
@@ -370,17 +378,9 @@ def eval_only(args, device) -> None:
         settings={k: str(v) for k, v in vars(args).items()},
         model=model.config,
         complexes=[c.name for c in complexes],
-        machine={
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        machine=machine(device),
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}_{device.type}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {path}")
+    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}_{device.type}.json")
 
 
 if __name__ == "__main__":
