@@ -102,10 +102,10 @@ MODEL_CONFIG_KEY = "dmasif_config"
 
 
 class ProteinTask(L.LightningModule):
-    """Base of the protein tasks: a :class:`DMaSIF` with head ``head``, Adam, labels at
-    ``threshold`` angstroms of the partner's atoms, a constant learning rate or, with
-    ``lr_schedule="cosine"``, one decaying from ``lr`` to 0 over ``max_epochs`` (half a cosine), a random rotation of each training complex and,
-    with ``crop_radius``, training on facing patches of that radius (:func:`crop_patches`, a cheap
+    """Base of the protein tasks: a :class:`DMaSIF` with head ``head``, Adam at a constant
+    learning rate or, with ``lr_schedule="cosine"``, one decaying from ``lr`` to 0 over
+    ``max_epochs`` (half a cosine), labels at ``threshold`` angstroms of the partner's atoms, a
+    random rotation of each training complex and, with ``crop_radius``, training on facing patches of that radius (:func:`crop_patches`, a cheap
     step); evaluation always runs on whole surfaces.
 
     Subclasses define ``loss(sides, outputs)``, ``collect(sides, outputs, batch)`` (evaluation
