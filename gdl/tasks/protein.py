@@ -105,8 +105,8 @@ class ProteinTask(L.LightningModule):
     """Base of the protein tasks: a :class:`DMaSIF` with head ``head``, Adam at a constant
     learning rate or, with ``lr_schedule="cosine"``, one decaying from ``lr`` to 0 over
     ``max_epochs`` (half a cosine), labels at ``threshold`` angstroms of the partner's atoms, a
-    random rotation of each training complex and, with ``crop_radius``, training on facing patches of that radius (:func:`crop_patches`, a cheap
-    step); evaluation always runs on whole surfaces.
+    random rotation of each training complex and, with ``crop_radius``, training on facing patches
+    of that radius (:func:`crop_patches`, a cheap step); evaluation always runs on whole surfaces.
 
     Subclasses define ``loss(sides, outputs)``, ``collect(sides, outputs, batch)`` (evaluation
     outputs of one batch) and ``metrics()`` (a dict logged as ``<stage>/<name>`` at epoch end).
