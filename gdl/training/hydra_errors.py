@@ -22,6 +22,19 @@ def run_reporting_hydra_errors(main) -> None:
         main()
     except (HydraException, OmegaConfBaseException) as error:
         sys.exit(f"error: {one_line(error)}")
+    except ValueError as error:  # Hydra refuses GROUP=null with a bare ValueError
+        if not str(error).startswith("Config group override must be"):
+            raise
+        sys.exit(f"error: {null_group(sys.argv[1:])}")
+
+
+def null_group(arguments) -> str:
+    """What is wrong with ``GROUP=null`` on the command line, and how to drop a group's default."""
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if value == "null" and "." not in key and not key.startswith(("+", "~")):
+            return f"{key}: a config group cannot be null (drop its default with ~{key})"
+    return "a config group cannot be null (drop its default with ~GROUP)"
 
 
 def one_line(error: BaseException) -> str:

@@ -29,6 +29,7 @@ def assert_one_error_line(run, log_dir, starts: str) -> None:
         ("trainer.max_epoch=3", "trainer.max_epoch: no such key in the config (a new key is added with +trainer.max_epoch=3)"),
         ("experiment=nope", "experiment: no option 'nope' (available: bumps, bumps_sweep, kitti_flow,"),
         ("trainer.max_epochs=[1", "trainer.max_epochs=[1: cannot parse this override"),
+        ("trainer=null", "trainer: a config group cannot be null (drop its default with ~trainer)"),
     ],
 )
 def test_bad_override_gives_one_error_line_and_no_run_folder(override, starts, tmp_path):
