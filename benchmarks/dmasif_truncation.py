@@ -1,6 +1,6 @@
 """dMaSIF per-protein cost on the CPU, exact and with truncated windows, and what truncation moves.
 
-One chain of the MaSIF-search pairs (1XPJ_A, 2027 atoms), resolution 1 A, the default site model
+One protein chain (``--pdb``; default the shipped sample 3E2U_E), resolution 1 A, the default site model
 (curvatures at 1..10 A, 3 quasi-geodesic layers of radius 9 A). Stages timed (seconds, one call
 each, interleaved exact / truncated): surface (atoms_to_surface), fixed features (curvatures and
 descriptors), forward and backward of the network on that surface. Deviations at the chosen
@@ -10,9 +10,10 @@ truncate values:
   truncated level set lies from the exact one along the normal, |grad SDF| being about 1);
 - site logits: the exact model and the truncated one on the same exact surface, max |difference|.
 
-    python benchmarks/dmasif_truncation.py [--surface 8] [--curvatures 5] [--conv 3] [--rounds 2]
+    python benchmarks/dmasif_truncation.py [--pdb chain.pdb.gz] [--surface 8] [--curvatures 5] [--conv 3] [--rounds 2]
 
-writes benchmarks/results/dmasif_truncation_cpu.json.
+writes benchmarks/results/dmasif_truncation_cpu.json; the recorded file is of the MaSIF-search chain
+1XPJ_A (2027 atoms): ``--pdb <masif_search_pairs>/1XPJ_A.pdb.gz``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from pathlib import Path
 import torch
 
 from gdl.data.pdb import read_pdb
+from gdl.data.proteins import SAMPLE_DIR
 from gdl.models.dmasif import DMaSIF
 from gdl.models.dmasif.model import Surface
 from gdl.models.dmasif.surface import ATOM_RADII, atom_radii, atoms_to_surface, smooth_distance
 
 HERE = Path(__file__).resolve().parent
-CHAIN = HERE.parent.parent / "shared" / "data" / "masif_search_pairs" / "1XPJ_A.pdb.gz"
+CHAIN = SAMPLE_DIR / "3E2U_E.pdb.gz"
 
 
 def set_truncation(model: DMaSIF, curvatures: float | None, conv: float | None) -> None:
@@ -71,11 +73,12 @@ def main(argv=None) -> None:
     parser.add_argument("--curvatures", type=float, default=5.0, help="truncate of the curvatures (x scale)")
     parser.add_argument("--conv", type=float, default=3.0, help="truncate of the convolutions (x radius)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pdb", type=Path, default=CHAIN, help="protein chain (default: a shipped sample chain)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "dmasif_truncation_cpu.json")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    chain = read_pdb(CHAIN)
+    chain = read_pdb(args.pdb)
     atoms, types, properties = chain.coords, chain.types, chain.residue_properties()
     model = DMaSIF(head="site", resolution=1.0)
     settings = {"exact": (None, None, None), "truncated": (args.surface, args.curvatures, args.conv)}
@@ -102,7 +105,7 @@ def main(argv=None) -> None:
         truncated_logits = model(Surface(exact_surface.points, exact_surface.normals, exact_surface.batch, features), atoms, types)
     medians = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for name, rows in runs.items()}
     result = {
-        "chain": CHAIN.name,
+        "chain": args.pdb.name,
         "atoms": int(atoms.shape[0]),
         "surface_points": {name: int(s.points.shape[0]) for name, s in surfaces.items()},
         "truncate": {"surface": args.surface, "curvatures": args.curvatures, "conv": args.conv},

@@ -29,7 +29,6 @@ import argparse
 import ctypes
 import functools
 import json
-import os
 import platform
 import statistics
 import threading
@@ -47,7 +46,7 @@ from torch_geometric.loader import DataLoader
 from gdl.cli.predict_sites import load_model
 from gdl.data.pdb import read_pdb
 from gdl.data.protein_cache import ProteinCache
-from gdl.data.proteins import ProteinComplexDataModule, ProteinComplexes, find_complexes, split_by_pdb_id
+from gdl.data.proteins import SAMPLE_DIR, ProteinComplexDataModule, ProteinComplexes, find_complexes, split_by_pdb_id
 from gdl.models.dmasif import DMaSIF, Surface, atom_radii, van_der_waals_gap
 from gdl.tasks.protein import complex_surfaces
 from gdl.tasks.protein_search import ProteinSearchTask
@@ -255,8 +254,9 @@ def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(os.environ.get("GDL_SHARED_DATA", REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=shared / "masif_search_pairs")
+    parser.add_argument(
+        "--data", type=Path, default=SAMPLE_DIR, help="folder of complexes (default: the shipped sample; e.g. the MaSIF-search pairs)"
+    )
     parser.add_argument("--ckpt", default=None, help="site | search | a checkpoint file: evaluate it (with --eval-only)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate --ckpt on the complexes, no training")
     parser.add_argument("--split", default="all", choices=("all", "test"), help="every complex of --data, or the test split (PDB-ID hash, 20%%)")
