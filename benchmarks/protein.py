@@ -207,11 +207,8 @@ def checkpoint_model(name: str) -> DMaSIF:
     checkpoint of experiment=protein_site / protein_search (its head read from its weights)."""
     if name in ("site", "search"):
         return DMaSIF.from_pretrained(name)
-    state = torch.load(name, map_location="cpu", weights_only=False)
-    if "config" in state:
-        return DMaSIF.from_pretrained(name)
-    head = "search" if any(k.startswith("model.head.binder") for k in state["state_dict"]) else "site"
-    return load_model(name, head)
+    weights = torch.load(name, map_location="cpu", weights_only=False)["state_dict"]
+    return load_model(name, "search" if any("head.binder" in k for k in weights) else "site")
 
 
 def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None) -> dict:
