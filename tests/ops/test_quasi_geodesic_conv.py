@@ -162,18 +162,21 @@ def test_truncated_conv_close_to_exact_on_a_real_scan_with_gradients(real_cloud,
     x, normals, frames, features, radius = scan_surface(real_cloud, generator)
     weights = torch.randn(x.shape[0], CONV["out_channels"], generator=generator, dtype=F64)
     results = {}
-    for backend, truncate in (("torch", None), ("torch", 3.5), ("keops", 3.5)):
+    # The dropped weights are below exp(-4.5^2) = 1.6e-9 of the peak. At 3.5 (4.8e-6) the gradients
+    # of the orientation field's parameters moved by up to 2e-2 of their largest entry on some draws:
+    # the field is normalised, o_i / |o_i|, which amplifies the dropped tail where |o_i| is small.
+    for backend, truncate in (("torch", None), ("torch", 4.5), ("keops", 4.5)):
         op = conv(backend, radius=radius, truncate=truncate)
         xs = x.clone().requires_grad_()
         out = op(xs, normals, frames, features)
         grads = torch.autograd.grad((out * weights).sum(), [xs, *op.parameters()])
         results[backend, truncate] = (out, *grads)
     exact = results["torch", None]
-    for key in (("torch", 3.5), ("keops", 3.5)):
+    for key in (("torch", 4.5), ("keops", 4.5)):
         for e, t in zip(exact, results[key]):
             error = float((e - t).detach().abs().max() / e.detach().abs().max())
-            assert error < 1e-3, (key, error)  # dropped weights are below exp(-12.25) = 4.8e-6
-    assert not torch.equal(exact[0], results["torch", 3.5][0]), "truncation dropped nothing"
+            assert error < 1e-3, (key, error)
+    assert not torch.equal(exact[0], results["torch", 4.5][0]), "truncation dropped nothing"
 
 
 def test_truncated_ragged_batch_equals_per_item_calls(real_cloud, generator):
