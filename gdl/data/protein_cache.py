@@ -6,7 +6,8 @@ with a model's :meth:`~gdl.models.dmasif.DMaSIF.surface` and stores it in ``fold
 made of the file's SHA-256 and every setting that changes the result (the model's
 ``surface_settings()``, the random seed of the sampling, a format version). A changed file or
 setting is a new key; an entry that cannot be read or fails its checks is computed again and
-overwritten (writes go through a temporary file and an atomic rename).
+overwritten (writes go through a temporary file and an atomic rename). Read-only ``shipped``
+folders (the entries of the sample proteins that come with gdl) are looked up after ``folder``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class ProteinCache:
     ``get(path)`` returns a dict of CPU tensors in the file's coordinates: ``atoms`` (M, 3),
     ``types`` (M, 6), ``residue_properties`` (M, 2), ``points`` (N, 3), ``normals`` (N, 3),
     ``features`` (N, F). The sampling of each file is seeded by ``seed`` and the file's hash, so a
-    rebuilt entry is the same surface.
+    rebuilt entry is the same surface. An entry missing from ``folder`` is read from the first of the
+    read-only ``shipped`` folders that holds it; new entries are always written to ``folder``.
     """
 
-    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn"):
+    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn", shipped=()):
         self.folder = Path(folder)
+        self.shipped = [Path(f) for f in shipped]
         self.model = model
         self.seed = int(seed)
         self.unknown_elements = unknown_elements
@@ -59,11 +62,13 @@ class ProteinCache:
 
     def get(self, path) -> dict[str, torch.Tensor]:
         entry = self.entry_path(path)
-        if entry.exists():
-            try:
-                return self._load(entry)
-            except Exception as error:  # noqa: BLE001 - any unreadable entry is rebuilt
-                warnings.warn(f"protein cache entry {entry} is unreadable ({error}); computing it again", stacklevel=2)
+        for found in [entry, *(folder / entry.name for folder in self.shipped)]:
+            if found.exists():
+                try:
+                    return self._load(found)
+                except Exception as error:  # noqa: BLE001 - any unreadable entry is rebuilt
+                    warnings.warn(f"protein cache entry {found} is unreadable ({error}); computing it again", stacklevel=2)
+                    break
         data = self.compute(path)
         self.folder.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
@@ -107,3 +112,28 @@ class ProteinCache:
         if data["features"].shape[0] != n or not all(torch.isfinite(data[f]).all() for f in FIELDS):
             raise ValueError("features do not match the points, or values are not finite")
         return {f: data[f] for f in FIELDS}
+
+
+def main(argv=None) -> None:
+    """Fill a cache folder with the entries of some PDB files, at a pretrained model's settings."""
+    import argparse
+
+    from gdl.models.dmasif import DMaSIF
+
+    parser = argparse.ArgumentParser(
+        prog="python -m gdl.data.protein_cache",
+        description="Preprocess PDB files into a protein cache folder (the shipped sample cache: "
+        "python -m gdl.data.protein_cache gdl/samples/proteins/*.pdb.gz --cache-dir gdl/samples/proteins/cache)",
+    )
+    parser.add_argument("files", nargs="+", help="PDB files (.pdb or .pdb.gz)")
+    parser.add_argument("--cache-dir", required=True, help="folder the entries are written to")
+    parser.add_argument("--model", default="site", help="surface settings of this pretrained model: site, search or a file")
+    args = parser.parse_args(argv)
+    cache = ProteinCache(args.cache_dir, DMaSIF.from_pretrained(args.model))
+    for path in args.files:
+        data = cache.get(path)
+        print(f"{cache.entry_path(path)}: {len(data['atoms'])} atoms, {len(data['points'])} surface points", flush=True)
+
+
+if __name__ == "__main__":
+    main()

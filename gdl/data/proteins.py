@@ -34,6 +34,9 @@ from gdl.data.pdb import read_pdb
 from gdl.data.protein_cache import ProteinCache
 
 SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "proteins"
+# Preprocessed sample proteins at the settings of configs/model/dmasif.yaml (and the shipped models),
+# so that the main job starts from cached surfaces: python -m gdl.data.protein_cache --help
+SAMPLE_CACHE_DIR = SAMPLE_DIR / "cache"
 MASIF_ARCHIVE_URL = "https://zenodo.org/record/2625420/files/masif_site_masif_search_pdbs_and_ply_files.tar.gz"
 MASIF_LIST_FILES = ("training.txt", "testing.txt", "training_ppi.txt", "testing_ppi.txt")
 
@@ -250,7 +253,9 @@ class ProteinComplexDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None):
         if self.cache_dir and self.cache is None:
-            self.cache = ProteinCache(self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements)
+            self.cache = ProteinCache(
+                self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements, shipped=[SAMPLE_CACHE_DIR]
+            )
         if self.splits:
             return
         if self.train_list or self.test_list:

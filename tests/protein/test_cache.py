@@ -2,13 +2,16 @@
 
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import gdl.ops
 from gdl.data.protein_cache import ProteinCache
-from gdl.data.proteins import SAMPLE_DIR
+from gdl.data.proteins import SAMPLE_CACHE_DIR, SAMPLE_DIR
 from gdl.models.dmasif import DMaSIF
 
 pytestmark = pytest.mark.skipif("grid_subsample" not in gdl.ops.available(), reason="needs grid_subsample")
@@ -44,3 +47,44 @@ def test_cache_reuses_rebuilds_and_keys_on_file_and_settings(tmp_path, monkeypat
     assert other_seed.entry_path(pdb) != entry
     shutil.copy(SAMPLE_DIR / "3E2U_E.pdb.gz", pdb)  # new content, same name
     assert cache.entry_path(pdb) != entry
+
+
+def test_shipped_entries_are_read_and_new_ones_written_to_the_cache_folder(tmp_path, monkeypatch):
+    pdb = tmp_path / "3EYD_D.pdb.gz"
+    shutil.copy(SAMPLE_DIR / "3EYD_D.pdb.gz", pdb)
+    shipped = tmp_path / "shipped"
+    ProteinCache(shipped, DMaSIF(**SMALL)).get(pdb)
+    before = {f.name: f.read_bytes() for f in shipped.iterdir()}
+
+    computed = []
+    original = ProteinCache.compute
+    monkeypatch.setattr(ProteinCache, "compute", lambda self, path: computed.append(path) or original(self, path))
+    cache = ProteinCache(tmp_path / "cache", DMaSIF(**SMALL), shipped=[tmp_path / "absent", shipped])
+    cache.get(pdb)
+    assert computed == [] and not (tmp_path / "cache").exists()  # read from the shipped folder
+
+    (shipped / cache.entry_path(pdb).name).write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="unreadable"):
+        cache.get(pdb)
+    assert computed == [pdb] and cache.entry_path(pdb).exists()  # rebuilt into the cache folder
+    assert {f.name for f in shipped.iterdir()} == set(before)
+
+    other = ProteinCache(tmp_path / "other", DMaSIF(**{**SMALL, "resolution": 2.0}), shipped=[shipped])
+    other.get(pdb)  # other settings: the shipped entry does not apply
+    assert computed == [pdb, pdb]
+
+
+def test_shipped_sample_cache_is_what_the_default_model_computes():
+    """The main job reads the sample proteins from gdl/samples/proteins/cache: every sample file has
+    an entry at the settings of configs/model/dmasif.yaml, and it is the library's own result.
+    After a change of those settings: python -m gdl.data.protein_cache --help."""
+    model = instantiate(OmegaConf.load(Path(__file__).parents[2] / "configs" / "model" / "dmasif.yaml"))
+    cache = ProteinCache(SAMPLE_CACHE_DIR, model)
+    files = sorted(SAMPLE_DIR.glob("*.pdb.gz"))
+    stale = [f.name for f in files if not cache.entry_path(f).exists()]
+    assert not stale, f"no shipped cache entry at the default settings for {stale}: rebuild the sample cache"
+    assert len(list(SAMPLE_CACHE_DIR.glob("*.pt"))) == len(files)  # no entries of other settings left behind
+    smallest = min(files, key=lambda f: f.stat().st_size)
+    shipped, computed = cache.get(smallest), cache.compute(smallest)
+    for name in shipped:
+        torch.testing.assert_close(shipped[name], computed[name], rtol=1e-5, atol=1e-5)
