@@ -21,6 +21,8 @@ from gdl.ops.checks import check_choice
 from gdl.tasks.media import log_point_cloud
 
 METRICS = ("scene_flow", "recovery_mm")
+# checkpoint entry holding the FlowPyramid settings (``FlowPyramid.config``) of the trained network
+MODEL_CONFIG_KEY = "flow_model_config"
 
 
 class FlowTask(lightning.LightningModule):
@@ -39,6 +41,11 @@ class FlowTask(lightning.LightningModule):
         self.model = model
         self.metric = check_choice("metric", metric, METRICS)
         self.level_weights = [float(w) for w in level_weights]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the network's settings, so the checkpoint alone rebuilds it (``MODEL_CONFIG_KEY``)."""
+        if hasattr(self.model, "config"):
+            checkpoint[MODEL_CONFIG_KEY] = dict(self.model.config)
 
     def forward(self, source, target, batch_source=None, batch_target=None):
         return self.model(source, target, batch_source, batch_target)

@@ -113,3 +113,26 @@ def test_experiment_fast_dev_run(tmp_path, experiment, metric, num_points):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert metric in done.stdout
+
+
+def test_a_flow_checkpoint_rebuilds_its_network_wherever_it_lies(tmp_path, generator):
+    from gdl.tasks.flow import FlowTask
+    from gdl.training.flow_models import load_flow_model
+
+    task = FlowTask(FlowPyramid(channels=(8, 16), k=8, hidden_units=4, backend="torch"))
+    torch.nn.init.normal_(task.model.heads[0].weight, std=0.1)
+    checkpoint = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(checkpoint)  # Lightning's hook: records the network's settings
+    path = tmp_path / "moved" / "epoch_003.ckpt"  # no .hydra run folder around it
+    path.parent.mkdir()
+    torch.save(checkpoint, path)
+    loaded = load_flow_model(path)
+    assert loaded.config == task.model.config and not loaded.training
+    x, y = torch.randn(200, 3, generator=generator), torch.randn(180, 3, generator=generator)
+    torch.testing.assert_close(loaded(x, y), task.model.eval()(x, y))
+
+    del checkpoint["flow_model_config"]  # an older checkpoint: FlowPyramid's defaults do not fit it
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match="do not fit the network built from FlowPyramid's defaults"):
+        load_flow_model(path)
+    assert load_flow_model(path, channels=(8, 16), k=8, hidden_units=4, backend="torch").config == task.model.config

@@ -60,6 +60,11 @@ class FlowPyramid(torch.nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
+        # the constructor arguments: checkpoints record them to rebuild the same network
+        self.config = dict(
+            channels=[int(c) for c in channels], ratio=float(ratio), first_ratio=float(first_ratio), k=int(k),
+            hidden_units=int(hidden_units), scale=float(scale), control_sigma=control_sigma, backend=backend,
+        )
         self.scale = float(check_positive("scale", scale))
         self.k = check_positive("k", k, integer=True)
         self.num_levels = len(channels)
