@@ -145,10 +145,11 @@ def test_truncated_normals_match_exact_on_a_real_scan_with_gradients(real_cloud,
     for backend in ("torch", "keops"):
         normals = gdl.ops.get("normals", scale=scale, backend=backend, truncate=5)(x, batch)
         # Almost every direction moves by less than 1e-3 radian; where the two smallest eigenvalues
-        # are close (a direction and its gradient are divided by their gap), more. The orientation
-        # is a vote that may flip where the votes nearly cancel, at a few points at most.
+        # are close (a direction and its gradient are divided by their gap), more: up to 90 degrees
+        # at one point of 2000 in 2 draws of 12. The orientation is a vote that may flip where the
+        # votes nearly cancel, at a few points at most.
         cosine = (normals * exact).detach().sum(1)
-        assert float((1 - cosine.abs()).quantile(0.99)) < 1e-6 and float(cosine.abs().min()) > 0.99
+        assert float((1 - cosine.abs()).quantile(0.99)) < 1e-6 and int((cosine.abs() < 0.99).sum()) <= 4
         assert int((cosine < 0).sum()) <= 4
         (grad,) = torch.autograd.grad((normals * cosine.sign()[:, None] * weights).sum(), x)
         assert float((grad - exact_grad).norm() / exact_grad.norm()) < 0.1
