@@ -75,6 +75,23 @@ def test_per_scale_parameters_are_checked():
         Finetune(keep_sigma=0.3, rigid_scales=(0.1,))
     with pytest.raises(ValueError, match="background"):
         Finetune(keep_sigma=0.3, background="affine")
+    with pytest.raises(ValueError, match="iterations must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.05), iterations=(2,))
+    with pytest.raises(ValueError, match="iterations must be a positive integer"):
+        Finetune(blurs=(0.1, 0.05), iterations=(2, 0))
+
+
+def test_iterations_per_scale_equal_a_repeated_scale(bunny, generator):
+    # Two iterations at blur 0.1 then one at 0.03 are the same fit as the scales (0.1, 0.1, 0.03) once each.
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    per_scale = Finetune(blurs=(0.1, 0.03), reach_factor=None, smoothing=(0.1, 0.05), iterations=(2, 1), backend="torch")
+    repeated = Finetune(blurs=(0.1, 0.1, 0.03), reach_factor=None, smoothing=(0.1, 0.1, 0.05), backend="torch")
+    fitted = per_scale.fit(pair.source, pair.target)
+    torch.testing.assert_close(fitted.displacement, repeated(pair.source, pair.target))
+    assert len(fitted.scales) == 3
+    queries = cloud[:50] + 0.01
+    torch.testing.assert_close(fitted.at(queries), repeated.fit(pair.source, pair.target).at(queries))
 
 
 

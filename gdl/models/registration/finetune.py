@@ -7,8 +7,8 @@ With z = x + u the current warped source and (y_hat, c) its robust-OT matches an
 
 a Gaussian-kernel average (registry ``nadaraya_watson``) that ignores unmatched points (c ~ 0) and
 turns the raw OT map, which may tear, into a smooth displacement field. Each blur scale s_k (coarse
-to fine) has its own reach (``reach_factor`` * s_k) and kernel width (``smoothing``), either one
-number for every scale or one per scale.
+to fine) has its own reach (``reach_factor`` * s_k), kernel width (``smoothing``) and number of
+match-and-smooth ``iterations``, each either one number for every scale or one per scale.
 
 With ``keep_sigma`` = sigma, each point finally keeps a background displacement u0 where
 fine-tuning does not improve the local fit to the target. With d_i(u) = min_j |x_i + u_i - y_j|
@@ -41,6 +41,7 @@ points onto target samples, wins it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -88,7 +89,7 @@ class Finetune(torch.nn.Module):
         blurs=(0.1, 0.05),
         reach_factor=3.0,
         smoothing=0.2,
-        iterations: int = 1,
+        iterations=1,
         scaling: float | None = None,
         keep_sigma: float | None = None,
         background: str = "initial",
@@ -122,8 +123,8 @@ class Finetune(torch.nn.Module):
                 truncate=truncate,
             )
         )
-        self.iterations = check_positive("iterations", iterations, integer=True)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
+        self.iterations = [int(check_positive("iterations", n, integer=True)) for n in per_scale("iterations", iterations, len(blurs), raw=True)]
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
         self.matchings = torch.nn.ModuleList(
@@ -161,9 +162,9 @@ class Finetune(torch.nn.Module):
     def _fit(self, source, target, batch_source, batch_target, initial, a, b) -> SmoothedFlow:
         fitted, start = SmoothedFlow(self), time.perf_counter()
         displacement = initial
-        for k, (matching, smoother) in enumerate(zip(self.matchings, self.smoothers)):
+        for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
-            for _ in range(self.iterations):
+            for _ in range(iterations):
                 warped = source + displacement
                 matched, confidence = matching(warped, target, batch_source, batch_target, a, b)
                 step = smoother(warped, warped, matched - warped, confidence, batch_source, batch_source)
@@ -235,9 +236,12 @@ def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 
     return free | (counts < minimum)[index]
 
 
-def per_scale(name: str, value, scales: int, allow_none: bool = False) -> list:
-    """One positive number per blur scale, from one number or a sequence of ``scales`` numbers."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * scales
+def per_scale(name: str, value, scales: int, allow_none: bool = False, raw: bool = False) -> list:
+    """One positive number per blur scale (as floats, or as given with ``raw``), from one number or a
+    sequence of ``scales`` numbers."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * scales
     if len(values) != scales:
         raise ValueError(f"{name} must be one number or {scales} numbers (one per blur), got {value!r}")
+    if raw:
+        return values
     return [v if v is None and allow_none else float(check_positive(name, v)) for v in values]
