@@ -124,7 +124,7 @@ class Finetune(torch.nn.Module):
             )
         )
         blurs = [float(check_positive("blurs", b)) for b in blurs]
-        self.iterations = [int(check_positive("iterations", n, integer=True)) for n in per_scale("iterations", iterations, len(blurs), raw=True)]
+        self.iterations = per_scale("iterations", iterations, len(blurs), integer=True)
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
         self.matchings = torch.nn.ModuleList(
@@ -236,12 +236,11 @@ def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 
     return free | (counts < minimum)[index]
 
 
-def per_scale(name: str, value, scales: int, allow_none: bool = False, raw: bool = False) -> list:
-    """One positive number per blur scale (as floats, or as given with ``raw``), from one number or a
+def per_scale(name: str, value, scales: int, allow_none: bool = False, integer: bool = False) -> list:
+    """One positive number (float, or int with ``integer``) per blur scale, from one number or a
     sequence of ``scales`` numbers."""
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * scales
     if len(values) != scales:
         raise ValueError(f"{name} must be one number or {scales} numbers (one per blur), got {value!r}")
-    if raw:
-        return values
-    return [v if v is None and allow_none else float(check_positive(name, v)) for v in values]
+    cast = int if integer else float
+    return [v if v is None and allow_none else cast(check_positive(name, v, integer=integer)) for v in values]
