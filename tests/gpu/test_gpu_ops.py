@@ -120,6 +120,14 @@ CASES: dict[str, list[Case]] = {
                         "batch_query": items(200, 100), "batch_src": items(120, 180)},
              ("x_query", "x_src", "values", "weights")),
     ],
+    "local_linear": [
+        Case({"kernel": "gaussian", "sigma": 0.2, "ridge": 0.1},
+             lambda g: {"x_query": cloud(g, 300), "x_src": cloud(g, 300),
+                        "values": torch.randn(300, 3, generator=g, dtype=torch.float64),
+                        "weights": torch.rand(300, generator=g, dtype=torch.float64) + 0.1,
+                        "batch_query": items(200, 100), "batch_src": items(120, 180)},
+             ("x_query", "x_src", "values", "weights"), float32_tolerance=1e-2),
+    ],
     "normals": [
         Case({"scale": 0.3}, lambda g: {"x": surface_inputs(g)["x"], "batch": items(180, 120)}, ("x",),
              float32_tolerance=1e-2),
