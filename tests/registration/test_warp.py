@@ -69,10 +69,11 @@ def test_finetune_recovers_a_smooth_field_at_held_out_points(bunny, generator):
     assert error < 0.2 * motion  # about 10 %
 
 
-def test_finetune_on_a_subset_warps_every_source_point_by_its_field(bunny, generator):
+@pytest.mark.parametrize("options", [{}, {"debias": True}])
+def test_finetune_on_a_subset_warps_every_source_point_by_its_field(bunny, generator, options):
     source = bunny[torch.randperm(len(bunny), generator=generator)[:800]]
     target = source + torch.tensor([0.05, 0.0, -0.03], dtype=torch.float64)
-    finetune = Finetune(blurs=(0.1,), reach_factor=3.0, smoothing=0.2, num_points=300, backend="torch")
+    finetune = Finetune(blurs=(0.1,), reach_factor=3.0, smoothing=0.2, num_points=300, backend="torch", **options)
     fitted = finetune.fit(source, target)
     torch.testing.assert_close(fitted.displacement, fitted.at(source), atol=1e-12, rtol=0)
     # 300 of 800 points on each side: the fit saw other points than most of those it warps

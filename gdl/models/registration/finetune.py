@@ -10,6 +10,13 @@ turns the raw OT map, which may tear, into a smooth displacement field. Each blu
 to fine) has its own reach (``reach_factor`` * s_k), kernel width (``smoothing``) and number of
 match-and-smooth ``iterations``, each either one number for every scale or one per scale.
 
+With ``debias``, the residual y_hat_j - z_j becomes y_hat_j - z_hat_j, where z_hat is the match of
+the warped source to itself (balanced OT at the same blur). An entropic match at blur s pulls each
+point toward the centroid of the cloud within about s (branch tips inward, bends toward their
+inside); once z and y agree locally, the match to the target shares that pull, so the debiased
+residual vanishes there instead of settling a fraction of s away (as the Sinkhorn divergence
+subtracts the self-transport terms). One more OT solve per pass, annealed faster (balanced).
+
 With ``keep_sigma`` = sigma, each point finally keeps a background displacement u0 where
 fine-tuning does not improve the local fit to the target. With d_i(u) = min_j |x_i + u_i - y_j|
 and the Gaussian average s_i(u) = sum_j k(x_i + u0_i, x_j + u0_j) d_j(u) / sum_j k(...) of width
@@ -99,8 +106,11 @@ class Finetune(torch.nn.Module):
         num_points: int | None = None,
         backend: str = "auto",
         truncate: float | None = None,
+        debias: bool = False,
     ):
         super().__init__()
+        if not isinstance(debias, bool):
+            raise TypeError(f"debias must be True or False, got {debias!r}")
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
@@ -130,6 +140,7 @@ class Finetune(torch.nn.Module):
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
         )
+        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend) for b in blurs) if debias else None
         self.smoothers = torch.nn.ModuleList(
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
             for s in smoothings
@@ -163,12 +174,15 @@ class Finetune(torch.nn.Module):
         fitted, start = SmoothedFlow(self), time.perf_counter()
         displacement = initial
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
+            self_matching = None if self.self_matchings is None else self.self_matchings[k]
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
             for _ in range(iterations):
                 warped = source + displacement
                 matched, confidence = matching(warped, target, batch_source, batch_target, a, b)
-                step = smoother(warped, warped, matched - warped, confidence, batch_source, batch_source)
-                fitted.scales.append((smoother, warped, matched - warped, confidence, batch_source))
+                own = warped if self_matching is None else self_matching(warped, warped, batch_source, batch_source, a, a)[0]
+                residual = matched - own
+                step = smoother(warped, warped, residual, confidence, batch_source, batch_source)
+                fitted.scales.append((smoother, warped, residual, confidence, batch_source))
                 displacement = displacement + step
         fitted.displacement = displacement
         if self.local_average is None:
