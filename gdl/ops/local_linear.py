@@ -28,7 +28,8 @@ W_i = sum_j w_j k(x_i, y_j) (the penalty scales with the window's mass, like the
     points around x_i, which is large on uneven samplings (branch tips, points between two branches);
     the affine fit removes that first-order bias: with ``ridge`` = 0 it reproduces affine fields
     exactly wherever the neighbourhood spans the space. The ridge keeps the slope finite where it
-    does not (points on one line or plane). sigma is the largest of ``sigma``. Coordinates are
+    does not (points on one line or plane); with ``ridge`` = 0 the slope there is the minimum-norm
+    one (pseudo-inverse), so an affine field is still reproduced along the line or plane. sigma is the largest of ``sigma``. Coordinates are
     centred on the mean source point before the moments are summed. Differentiable like
     ``nadaraya_watson``, whose checks and errors it shares.
     """
@@ -56,7 +57,10 @@ W_i = sum_j w_j k(x_i, y_j) (the penalty scales with the window's mass, like the
         m, yy, mean_v, vy = averages.split([d, d * d, e, e * d], dim=1)
         covariance = yy.reshape(-1, d, d) - m[:, :, None] * m[:, None, :]
         cross = vy.reshape(-1, e, d) - mean_v[:, :, None] * m[:, None, :]
-        regularised = covariance + self.ridge * max(self.sigmas) ** 2 * torch.eye(d, dtype=x.dtype, device=x.device)
-        slope = torch.linalg.solve(regularised, cross.transpose(1, 2)).transpose(1, 2)
+        if self.ridge > 0:
+            regularised = covariance + self.ridge * max(self.sigmas) ** 2 * torch.eye(d, dtype=x.dtype, device=x.device)
+            slope = torch.linalg.solve(regularised, cross.transpose(1, 2)).transpose(1, 2)
+        else:
+            slope = cross @ torch.linalg.pinv(covariance, hermitian=True)
         out = mean_v + (slope @ (x - m)[:, :, None])[:, :, 0]
         return out if values.dim() == 2 else out[:, 0]

@@ -50,6 +50,11 @@ def test_reproduces_an_affine_field_on_an_uneven_sampling(generator):
     averaged = gdl.ops.get("nadaraya_watson", sigma=0.2, backend="torch")(xq, xs, field(xs))
     torch.testing.assert_close(fitted, exact, rtol=1e-9, atol=1e-9)
     assert float((averaged - exact).norm(dim=1).mean()) > 0.05 * float(exact.norm(dim=1).mean())
+    # Sources on one line: the slope across it is undetermined; ridge 0 takes the minimum-norm one.
+    line = torch.rand(50, 1, generator=generator, dtype=torch.float64) * torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    on_line = line[:10] ** 2
+    fitted = gdl.ops.get("local_linear", sigma=0.2, ridge=0.0, backend="torch")(on_line, line, field(line))
+    torch.testing.assert_close(fitted, field(on_line), rtol=1e-9, atol=1e-9)
 
 
 def test_ragged_batches_and_truncation(generator):
