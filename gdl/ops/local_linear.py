@@ -16,7 +16,7 @@ class LocalLinear(Operator):
 
         sum_j w_j k(x_i, y_j) |v_j - b_i - A_i (y_j - x_i)|^2 + ridge * sigma^2 * W_i |A_i|_F^2,
 
-W_i = sum_j w_j k(x_i, y_j) (the penalty scales with the window's mass, like the fit term).
+    W_i = sum_j w_j k(x_i, y_j) (the penalty scales with the window's mass, like the fit term).
 
     With E_i the weighted averages of ``nadaraya_watson`` (weights w_j k(x_i, y_j), same kernel,
     sigma, truncation and batches), m_i = E_i[y], C_i = E_i[y y^T] - m_i m_i^T and
@@ -29,9 +29,9 @@ W_i = sum_j w_j k(x_i, y_j) (the penalty scales with the window's mass, like the
     the affine fit removes that first-order bias: with ``ridge`` = 0 it reproduces affine fields
     exactly wherever the neighbourhood spans the space. The ridge keeps the slope finite where it
     does not (points on one line or plane); with ``ridge`` = 0 the slope there is the minimum-norm
-    one (pseudo-inverse), so an affine field is still reproduced along the line or plane. sigma is the largest of ``sigma``. Coordinates are
-    centred on the mean source point before the moments are summed. Differentiable like
-    ``nadaraya_watson``, whose checks and errors it shares.
+    one (pseudo-inverse), so an affine field is still reproduced along the line or plane. sigma is
+    the largest of ``sigma``. Coordinates are centred on the mean source point before the moments
+    are summed. Differentiable like ``nadaraya_watson``, whose checks and errors it shares.
     """
 
     def __init__(self, kernel: str = "gaussian", sigma=1.0, ridge: float = 0.1, backend: str = "auto", truncate: float | None = None):
