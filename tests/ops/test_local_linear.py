@@ -21,20 +21,12 @@ def reference(xq, xs, values, weights, sigma, ridge):
 
 
 @pytest.mark.parametrize("backend", ["torch", "keops"])
-def test_matches_dense_reference_with_gradients(generator, backend):
-    xq = torch.rand(23, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    xs = torch.rand(31, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    values = torch.randn(31, 2, generator=generator, dtype=torch.float64, requires_grad=True)
-    weights = torch.rand(31, generator=generator, dtype=torch.float64).add(0.1).requires_grad_()
+def test_matches_dense_reference_with_gradients(regression_inputs, assert_same_gradients, backend):
+    xq, xs, values, weights = inputs = regression_inputs(23, 31, 2)
     out = gdl.ops.get("local_linear", sigma=0.3, ridge=0.1, backend=backend)(xq, xs, values, weights)
     expected = reference(xq, xs, values, weights, 0.3, 0.1)
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
-    probe = torch.randn(23, 2, generator=generator, dtype=torch.float64)
-    inputs = [xq, xs, values, weights]
-    grads = torch.autograd.grad((out * probe).sum(), inputs)
-    expected_grads = torch.autograd.grad((expected * probe).sum(), inputs)
-    for g, e in zip(grads, expected_grads):
-        torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-9)
+    assert_same_gradients(out, expected, inputs, rtol=1e-7, atol=1e-9)
 
 
 def test_reproduces_an_affine_field_on_an_uneven_sampling(generator):

@@ -19,22 +19,14 @@ def reference(kernel, xq, xs, values, weights, sigma):
 
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "cauchy", "inverse_multiquadric"])
 @pytest.mark.parametrize("backend", ["torch", "keops"])
-def test_matches_dense_reference_with_gradients(generator, kernel, backend):
+def test_matches_dense_reference_with_gradients(regression_inputs, assert_same_gradients, kernel, backend):
     if backend == "keops" and kernel in ("cauchy", "inverse_multiquadric"):
         pytest.skip("same code path as kernel_conv's KeOps kernels; keeps the number of KeOps builds small")
-    xq = torch.rand(31, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    xs = torch.rand(27, 3, generator=generator, dtype=torch.float64, requires_grad=True)
-    values = torch.randn(27, 2, generator=generator, dtype=torch.float64, requires_grad=True)
-    weights = torch.rand(27, generator=generator, dtype=torch.float64).add(0.1).requires_grad_()
+    xq, xs, values, weights = inputs = regression_inputs(31, 27, 2)
     out = gdl.ops.get("nadaraya_watson", kernel=kernel, sigma=0.3, backend=backend)(xq, xs, values, weights)
     expected = reference(kernel, xq, xs, values, weights, 0.3)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
-    probe = torch.randn(31, 2, generator=generator, dtype=torch.float64)
-    inputs = [xq, xs, values, weights]
-    grads = torch.autograd.grad((out * probe).sum(), inputs)
-    expected_grads = torch.autograd.grad((expected * probe).sum(), inputs)
-    for g, e in zip(grads, expected_grads):
-        torch.testing.assert_close(g, e, rtol=1e-8, atol=1e-10)
+    assert_same_gradients(out, expected, inputs, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("backend", ["torch", "keops"])
