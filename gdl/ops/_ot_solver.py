@@ -31,6 +31,7 @@ from gdl.ops.checks import (
     check_batch,
     check_choice,
     check_finite,
+    check_flag,
     check_pair,
     check_points,
     check_positive,
@@ -87,8 +88,7 @@ def ot_params(p, blur, reach, scaling, debias, solver) -> OTParams:
         scaling = BALANCED_SCALING if reach is None else UNBALANCED_SCALING
     if isinstance(scaling, bool) or not isinstance(scaling, (int, float)) or not 0 < scaling < 1:
         raise ValueError(f"scaling must be a number in (0, 1) or None, got {scaling!r}")
-    if not isinstance(debias, bool):
-        raise TypeError(f"debias must be True or False, got {debias!r}")
+    check_flag("debias", debias)
     check_choice("solver", solver, SOLVERS)
     return OTParams(int(p), blur, reach, float(scaling), debias, solver)
 

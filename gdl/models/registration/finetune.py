@@ -57,7 +57,7 @@ from gdl.models.registration.matching import RobustMatching, item_masses, random
 from gdl.models.registration.progress import report
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
 from gdl.ops.batching import num_items
-from gdl.ops.checks import check_choice, check_positive
+from gdl.ops.checks import check_choice, check_flag, check_positive
 
 
 class SmoothedFlow:
@@ -109,8 +109,7 @@ class Finetune(torch.nn.Module):
         debias: bool = False,
     ):
         super().__init__()
-        if not isinstance(debias, bool):
-            raise TypeError(f"debias must be True or False, got {debias!r}")
+        check_flag("debias", debias)
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
