@@ -134,6 +134,22 @@ def test_debiased_matching_leaves_a_cloud_on_itself_in_place(bunny, generator):
         Finetune(debias="yes")
 
 
+def test_debias_per_scale_equals_the_scales_fitted_in_turn(bunny, generator):
+    # debias=[True, False]: the coarse scale debiased, then the fine one plain from its displacement.
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(reach_factor=None, iterations=2, backend="torch")
+    per_scale = Finetune(blurs=(0.1, 0.03), smoothing=(0.1, 0.05), debias=[True, False], **options)
+    coarse = Finetune(blurs=(0.1,), smoothing=0.1, debias=True, **options)(pair.source, pair.target)
+    in_turn = Finetune(blurs=(0.03,), smoothing=0.05, **options)(pair.source, pair.target, initial=coarse)
+    torch.testing.assert_close(per_scale(pair.source, pair.target), in_turn)
+    assert list(per_scale.self_matchings) == ["0"]
+    with pytest.raises(ValueError, match="debias must be one flag or 2 flags"):
+        Finetune(blurs=(0.1, 0.03), debias=[True])
+    with pytest.raises(TypeError, match="debias must be True or False"):
+        Finetune(blurs=(0.1, 0.03), debias=[True, 1])
+
+
 @pytest.mark.slow
 def test_debiased_matching_recovers_a_smooth_deformation_more_closely(bunny, generator):
     cloud = bunny[torch.randperm(len(bunny), generator=generator)[:1500]]

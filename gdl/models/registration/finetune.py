@@ -16,6 +16,7 @@ point toward the centroid of the cloud within about s (branch tips inward, bends
 inside); once z and y agree locally, the match to the target shares that pull, so the debiased
 residual vanishes there instead of settling a fraction of s away (as the Sinkhorn divergence
 subtracts the self-transport terms). One more OT solve per pass, annealed faster (balanced).
+``debias`` is one flag for every scale or one per scale.
 
 With ``keep_sigma`` = sigma, each point finally keeps a background displacement u0 where
 fine-tuning does not improve the local fit to the target. With d_i(u) = min_j |x_i + u_i - y_j|
@@ -106,10 +107,9 @@ class Finetune(torch.nn.Module):
         num_points: int | None = None,
         backend: str = "auto",
         truncate: float | None = None,
-        debias: bool = False,
+        debias: bool | Sequence[bool] = False,
     ):
         super().__init__()
-        check_flag("debias", debias)
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
@@ -139,7 +139,10 @@ class Finetune(torch.nn.Module):
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
         )
-        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend) for b in blurs) if debias else None
+        debiased = per_scale("debias", debias, len(blurs), flag=True)
+        self.self_matchings = torch.nn.ModuleDict(
+            {str(k): RobustMatching(b, None, None, backend) for k, b in enumerate(blurs) if debiased[k]}
+        )
         self.smoothers = torch.nn.ModuleList(
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
             for s in smoothings
@@ -173,7 +176,7 @@ class Finetune(torch.nn.Module):
         fitted, start = SmoothedFlow(self), time.perf_counter()
         displacement = initial
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
-            self_matching = None if self.self_matchings is None else self.self_matchings[k]
+            self_matching = self.self_matchings[str(k)] if str(k) in self.self_matchings else None
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
             for _ in range(iterations):
                 warped = source + displacement
@@ -249,11 +252,14 @@ def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 
     return free | (counts < minimum)[index]
 
 
-def per_scale(name: str, value, scales: int, allow_none: bool = False, integer: bool = False) -> list:
-    """One positive number (float, or int with ``integer``) per blur scale, from one number or a
-    sequence of ``scales`` numbers."""
+def per_scale(name: str, value, scales: int, allow_none: bool = False, integer: bool = False, flag: bool = False) -> list:
+    """One positive number (float, or int with ``integer``; a bool with ``flag``) per blur scale, from
+    one value or a sequence of ``scales`` values."""
     values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * scales
     if len(values) != scales:
-        raise ValueError(f"{name} must be one number or {scales} numbers (one per blur), got {value!r}")
+        what = "flag" if flag else "number"
+        raise ValueError(f"{name} must be one {what} or {scales} {what}s (one per blur), got {value!r}")
+    if flag:
+        return [check_flag(name, v) for v in values]
     cast = int if integer else float
     return [v if v is None and allow_none else cast(check_positive(name, v, integer=integer)) for v in values]
