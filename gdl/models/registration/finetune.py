@@ -139,10 +139,8 @@ class Finetune(torch.nn.Module):
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
         )
-        debiased = per_scale("debias", debias, len(blurs), flag=True)
-        self.self_matchings = torch.nn.ModuleDict(
-            {str(k): RobustMatching(b, None, None, backend) for k, b in enumerate(blurs) if debiased[k]}
-        )
+        self.debiased = per_scale("debias", debias, len(blurs), flag=True)
+        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend) for b in blurs)
         self.smoothers = torch.nn.ModuleList(
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
             for s in smoothings
@@ -176,7 +174,7 @@ class Finetune(torch.nn.Module):
         fitted, start = SmoothedFlow(self), time.perf_counter()
         displacement = initial
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
-            self_matching = self.self_matchings[str(k)] if str(k) in self.self_matchings else None
+            self_matching = self.self_matchings[k] if self.debiased[k] else None
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
             for _ in range(iterations):
                 warped = source + displacement
