@@ -13,8 +13,10 @@ missing from the global scope, when this module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -59,12 +61,25 @@ def ensure_cxx_runtime_global() -> bool:
 ensure_cxx_runtime_global()
 
 
+_KEOPS_NO_CUDA = "CUDA libraries not found or could not be loaded"
+
+
 def import_pykeops():
     """Import ``pykeops.torch`` after making the C++ runtime global, with its formula builds made
-    safe for concurrent processes (:mod:`gdl.ops.keops_build`); returns the module."""
-    if "pykeops" not in sys.modules:
-        ensure_cxx_runtime_global()
-    return import_pykeops_safely()
+    safe for concurrent processes (:mod:`gdl.ops.keops_build`); returns the module. On a machine
+    without CUDA, KeOps' note that it found no CUDA libraries is dropped: the CPU is the only choice."""
+    if "pykeops" in sys.modules:
+        return import_pykeops_safely()
+    ensure_cxx_runtime_global()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return import_pykeops_safely()
+    finally:
+        lines = printed.getvalue().splitlines(keepends=True)
+        drop = not torch.cuda.is_available()
+        sys.stdout.write("".join(line for line in lines if line.strip() and not (drop and _KEOPS_NO_CUDA in line)))
+        sys.stdout.flush()
 
 
 def device_key(device: torch.device | str) -> str:

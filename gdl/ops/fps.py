@@ -16,7 +16,9 @@ METHODS = ("auto", "greedy", "fpsample")
 
 @register("fps")
 class FPS(Operator):
-    r"""Farthest point sampling: greedy indices s_1, s_2, ... in each batch item, with
+    r"""Farthest point sampling: in each batch item, greedy indices, each the point farthest from those before.
+
+    The indices s_1, s_2, ... of an item satisfy
 
         s_{t+1} = argmax_i min_{u <= t} |x_i - x_{s_u}|
 

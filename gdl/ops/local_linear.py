@@ -12,7 +12,9 @@ from gdl.ops.registry import register
 
 @register("local_linear")
 class LocalLinear(Operator):
-    r"""values_query_i = b_i, where (A_i, b_i) minimise
+    r"""Local linear regression: at each query, the value of the kernel-weighted affine fit of the values around it.
+
+    values_query_i = b_i, where (A_i, b_i) minimise
 
         sum_j w_j k(x_i, y_j) |v_j - b_i - A_i (y_j - x_i)|^2 + ridge * sigma^2 * W_i |A_i|_F^2,
 

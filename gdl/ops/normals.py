@@ -73,7 +73,9 @@ def _lazy_moments(x, gamma, ranges):
 
 @register("normals")
 class Normals(Operator):
-    r"""Unit normals n_i: the eigenvector of the smallest eigenvalue of the local covariance
+    r"""Unit normals n_i: the eigenvectors of the smallest eigenvalue of Gaussian-weighted local covariances.
+
+    n_i is the eigenvector of the smallest eigenvalue of the local covariance
 
         C_i = sum_j w_ij (x_j - m_i)(x_j - m_i)^T / sum_j w_ij,   m_i = sum_j w_ij x_j / sum_j w_ij,
         w_ij = exp(-|x_i - x_j|^2 / (2 scale^2)),
