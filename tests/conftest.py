@@ -43,6 +43,24 @@ def seed_for(test_id: str) -> int:
     return zlib.crc32(test_id.encode())
 
 
+RANDOM_FIXTURES = {"generator", "numpy_rng"}
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--random-only", action="store_true",
+        help="run only the tests that draw from a seeded generator (generator or numpy_rng fixtures), for seed sweeps",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not config.getoption("--random-only"):
+        return
+    kept = [item for item in items if RANDOM_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 def pytest_report_header(config) -> str:
     requested = os.environ.get(SEED_VARIABLE, "").strip()
     if not requested:

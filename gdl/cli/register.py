@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    report("register", f"{args.preset} preset, steps {','.join(pipeline.steps)}, {plural(len(source), 'point')} -> {plural(len(target), 'point')}, "
+    report("register", f"{args.preset} preset, steps {','.join(pipeline.steps)}, {len(source):,} -> {plural(len(target), 'point')}, "
            f"masses: {'point data ' + repr(weights) if masses[0] is not None else 'uniform'}, device {args.device}")
     device = torch.device(args.device)
     a, b = (None if m is None else torch.from_numpy(m).to(device=device, dtype=torch.float32) for m in masses)
