@@ -30,7 +30,7 @@ from gdl.ops.batching import batch_pair, require_nonempty_targets
 from gdl.ops.checks import check_batch, check_points, check_positive
 from gdl.ops.kernels import any_sqrt
 from gdl.ops.locality import check_truncate
-from gdl.ops.window import concat, sqnorm, window
+from gdl.ops.window import sqnorm, window
 
 # Van der Waals radii (angstroms) of the atom types C, H, O, N, S, SE of gdl.data.pdb.ATOM_TYPES.
 ATOM_RADII = (1.70, 1.10, 1.52, 1.55, 1.80, 1.90)
@@ -59,17 +59,16 @@ def smooth_distance(
     drops terms below e^-7 ~ 1e-3 each. Points with no atom within c get the exact value.
     """
     win = _atom_window(x, atoms, radii, batch_x, batch_atoms, backend, truncate)
-    # Both soft minima in one softmax, columns sum_k exp(-d / sigma_k), sum_k exp(-d) sigma_k, sum_k exp(-d).
+    # Both soft minima in one softmax: log-weights -d_k [1 / sigma_k, 1, 1], values [1, sigma_k, 1].
     ones = torch.ones_like(radii)
-    columns = torch.stack([ones, radii, ones], 1)
+    rates, columns = torch.stack([1 / radii, ones, ones], 1), torch.stack([ones, radii, ones], 1)
     return win.evaluate(
-        lambda win: _soft_minima(*win.softmax(_log_weights, i=[x], j=[atoms, radii[:, None]], values=columns))
+        lambda win: _soft_minima(*win.softmax(_log_weights, i=[x], j=[atoms, rates], values=columns))
     )
 
 
-def _log_weights(x_i, a_j, sigma_j):
-    d = any_sqrt(sqnorm(x_i - a_j))
-    return concat(-d / sigma_j, -d, -d)
+def _log_weights(x_i, a_j, rates_j):
+    return -any_sqrt(sqnorm(x_i - a_j)) * rates_j
 
 
 def _soft_minima(sums, shift):
