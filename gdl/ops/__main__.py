@@ -8,7 +8,7 @@ import time
 import torch
 
 import gdl.ops
-from gdl.ops.registry import _operators
+from gdl.ops.core.registry import _operators
 
 
 def first_doc_line(cls) -> str:

@@ -6,14 +6,14 @@ from functools import partial
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_points, check_positive
-from gdl.ops.locality import check_truncate
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_points, check_positive
+from gdl.ops.core.locality import check_truncate
 from gdl.ops.normals import check_unit_normals, gaussian_weight
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
 from gdl.ops.tangent_frames import tangent_basis
-from gdl.ops.window import concat, outer, window
+from gdl.ops.core.window import concat, outer, window
 
 
 def _shape_terms(x_i, n_i, x_j, n_j, scale: float):
@@ -40,7 +40,7 @@ class Curvatures(Operator):
     factor 1 / (1 + reg). Invariant to rigid motions, differentiable in x and normals.
 
     ``truncate`` = t (None: every pair) drops, at each scale, the pairs farther apart than
-    t * scale (:mod:`gdl.ops.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
+    t * scale (:mod:`gdl.ops.core.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
     (t = 4: 3.4e-4, t = 5: 3.7e-6), and
     each dropped term of a second moment below t^2 exp(-t^2 / 2) scale^2 (t = 4: 5.4e-3 scale^2,
     t = 5: 9.3e-5 scale^2): t = 5 keeps the fit within about 1e-4 of the exact one. Scales whose window covers an item run the plain sum.

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_pair, check_points, check_values
-from gdl.ops.kernels import check_kernel, check_sigmas, radial_kernel
-from gdl.ops.locality import check_truncate
-from gdl.ops.registry import register
-from gdl.ops.window import sqnorm, window
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_pair, check_points, check_values
+from gdl.ops.core.kernels import check_kernel, check_sigmas, radial_kernel
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import sqnorm, window
 
 
 @register("kernel_conv")
 class KernelConv(Operator):
     r"""a_i = sum_j k(x_i, y_j) b_j over the points y_j of the same batch item as x_i.
 
-    ``k`` is a radial kernel of :mod:`gdl.ops.kernels` (gaussian, laplacian, cauchy, energy,
+    ``k`` is a radial kernel of :mod:`gdl.ops.core.kernels` (gaussian, laplacian, cauchy, energy,
     inverse_multiquadric), summed over the scales of ``sigma`` when it is a list. ``b`` has shape
     (M,) or (M, E) and ``a`` the matching (N,) or (N, E). Differentiable in x, y and b.
 
     ``truncate`` = t (None: the exact sum) drops the pairs farther apart than c = t * max(sigma)
-    (:mod:`gdl.ops.locality`: block-sparse KeOps ranges, or a sparse pair list for the torch
+    (:mod:`gdl.ops.core.locality`: block-sparse KeOps ranges, or a sparse pair list for the torch
     backend). Every dropped weight is below phi(c) of a peak phi(0) = 1 (per scale):
 
         gaussian              exp(-t^2 / 2)       t = 4: e^-8 ~ 3.4e-4,  t = 5: 3.7e-6

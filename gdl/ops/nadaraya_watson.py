@@ -6,13 +6,13 @@ import math
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.checks import check_batch, check_pair, check_points, check_values
-from gdl.ops.kernels import LOG_ZERO, any_sqrt, check_kernel, check_sigmas, radial_kernel, safe_log
-from gdl.ops.locality import check_truncate
-from gdl.ops.registry import register
-from gdl.ops.window import sqnorm, window
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core.checks import check_batch, check_pair, check_points, check_values
+from gdl.ops.core.kernels import LOG_ZERO, any_sqrt, check_kernel, check_sigmas, radial_kernel, safe_log
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import sqnorm, window
 
 LOG_DOMAIN_KERNELS = ("gaussian", "laplacian")
 
@@ -47,14 +47,14 @@ class NadarayaWatson(Operator):
 
     x = ``x_query``, y = ``x_src``, v = ``values`` of shape (M,) or (M, E), w = ``weights`` (M,),
     non-negative (all ones when None). ``k`` is gaussian, laplacian, cauchy or
-    inverse_multiquadric (:mod:`gdl.ops.kernels`, summed over a list of ``sigma``). Gaussian and
+    inverse_multiquadric (:mod:`gdl.ops.core.kernels`, summed over a list of ``sigma``). Gaussian and
     laplacian weights are computed as a softmax in the log domain, exp(log w_j k_ij - max_j log w_j
     k_ij), so that queries far from every positively weighted source point still get the weighted
     average of the nearest ones instead of 0/0. Differentiable in x_query, x_src, values and
     weights (the derivative in a weight that is exactly 0 is taken as 0).
 
     ``truncate`` = t (None: every source point) averages over the source points closer than
-    c = t * max(sigma) only (:mod:`gdl.ops.locality`). A dropped kernel value is below k(c) of the
+    c = t * max(sigma) only (:mod:`gdl.ops.core.locality`). A dropped kernel value is below k(c) of the
     peak (gaussian exp(-t^2 / 2): t = 4: 3.4e-4; laplacian exp(-t); cauchy 1 / (1 + t^2);
     inverse_multiquadric 1 / sqrt(1 + t^2), see :class:`~gdl.ops.kernel_conv.KernelConv`), and a
     query whose window holds the mass W_i (sum of w_j k_ij) moves by at most

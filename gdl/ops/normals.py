@@ -6,12 +6,12 @@ from functools import partial
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
-from gdl.ops.locality import check_truncate
-from gdl.ops.registry import register
-from gdl.ops.window import concat, outer, sqnorm, window
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import concat, outer, sqnorm, window
 
 # How far from 1 the length of a "unit" normal may be before it is rejected.
 UNIT_TOLERANCE = 1e-3
@@ -36,7 +36,7 @@ def check_unit_normals(name: str, normals, x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_weight(d, scale: float):
-    """w = exp(-|d|^2 / (2 scale^2)) for offsets d = x_j - x_i (a windowed term, :mod:`gdl.ops.window`)."""
+    """w = exp(-|d|^2 / (2 scale^2)) for offsets d = x_j - x_i (a windowed term, :mod:`gdl.ops.core.window`)."""
     return (-(1 / (2 * scale**2)) * sqnorm(d)).exp()
 
 
@@ -66,7 +66,7 @@ class Normals(Operator):
     Differentiable in x where the two smallest eigenvalues differ.
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * scale from every
-    window sum (:mod:`gdl.ops.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
+    window sum (:mod:`gdl.ops.core.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
     (t = 4: 3.4e-4, t = 5: 3.7e-6), and
     each dropped term of a second moment below t^2 exp(-t^2 / 2) scale^2 (t = 4: 5.4e-3 scale^2,
     t = 5: 9.3e-5 scale^2): t = 5 keeps the fit within about 1e-4 of the exact one. Where an item fits within the cutoff, the plain sum runs.

@@ -6,13 +6,13 @@ from functools import partial
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_points, check_positive, check_values
-from gdl.ops.locality import check_truncate
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_points, check_positive, check_values
+from gdl.ops.core.locality import check_truncate
 from gdl.ops.normals import UNIT_TOLERANCE, check_unit_normals
-from gdl.ops.registry import register
-from gdl.ops.window import dot, sqnorm, window
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import dot, sqnorm, window
 
 
 def check_frames(name: str, frames, normals: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def check_surface(x, normals, frames, features, in_channels: int, batch):
 
 def quasi_geodesic_window(x_i, n_i, x_j, n_j, radius: float):
     """d_ij = x_j - x_i and w_ij = exp(-|d_ij|^2 (2 - <n_i, n_j>)^2 / radius^2), a windowed term
-    (:mod:`gdl.ops.window`). As (2 - <n_i, n_j>)^2 >= 1, w_ij <= exp(-|d_ij|^2 / radius^2): a
+    (:mod:`gdl.ops.core.window`). As (2 - <n_i, n_j>)^2 >= 1, w_ij <= exp(-|d_ij|^2 / radius^2): a
     window truncated at t * radius drops weights below exp(-t^2) of the peak 1 (t = 3: 1.2e-4;
     2.5: 1.9e-3; 2: 1.8e-2)."""
     d = x_j - x_i
@@ -74,7 +74,7 @@ class OrientationField(Operator):
     that projection vanishes the input frame is kept. Differentiable in every input and weight.
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * radius
-    (:mod:`gdl.ops.locality`); every dropped weight is below exp(-t^2) (t = 3: 1.2e-4). Where the
+    (:mod:`gdl.ops.core.locality`); every dropped weight is below exp(-t^2) (t = 3: 1.2e-4). Where the
     item fits within the cutoff, the plain exact sum runs.
     """
 

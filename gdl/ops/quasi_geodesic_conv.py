@@ -6,13 +6,13 @@ from functools import partial
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_positive
-from gdl.ops.locality import check_truncate
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_positive
+from gdl.ops.core.locality import check_truncate
 from gdl.ops.orientation_field import OrientationField, check_surface, quasi_geodesic_window
-from gdl.ops.registry import register
-from gdl.ops.window import matvec, window
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import matvec, window
 
 
 @register("quasi_geodesic_conv")
@@ -34,7 +34,7 @@ class QuasiGeodesicConv(Operator):
     The KeOps backend evaluates the filter MLP inside the reduction (linear memory).
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * radius, here and in
-    the orientation field (:mod:`gdl.ops.locality`: block-sparse KeOps ranges, a pair list for
+    the orientation field (:mod:`gdl.ops.core.locality`: block-sparse KeOps ranges, a pair list for
     the torch backend). As (2 - <n_i, n_j>)^2 >= 1, every dropped window weight is below
     exp(-t^2) (t = 3: 1.2e-4, t = 2.5: 1.9e-3); the filter values h_ij are bounded by the MLP
     on |X_ij| <= t. Where an item fits within the cutoff, the plain exact sum runs.

@@ -66,7 +66,7 @@ def _import_keops_quietly() -> None:
     import torch
 
     try:
-        from gdl.ops.backend import import_pykeops
+        from gdl.ops.core.backend import import_pykeops
     except ImportError:
         return
     captured = io.StringIO()

@@ -14,7 +14,7 @@ moved onto it by Newton steps along grad SDF, points off the level set are dropp
 side ``resolution`` thins them, points trapped inside the protein (inside a van der Waals sphere, or
 in a closed cavity: marching outward along grad SDF does not take them away from the atoms) are
 dropped, and the normals are grad SDF / |grad SDF|, which points outward. The sums over atoms are
-windowed softmax and min reductions (:mod:`gdl.ops.window`) with one block per protein (ragged
+windowed softmax and min reductions (:mod:`gdl.ops.core.window`) with one block per protein (ragged
 batches). With ``truncate``, each point only sees the atoms within a cutoff.
 """
 
@@ -25,12 +25,12 @@ import math
 import torch
 
 import gdl.ops
-from gdl.ops.backend import check_backend_name, resolve_backend
-from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.checks import check_batch, check_points, check_positive
-from gdl.ops.kernels import any_sqrt
-from gdl.ops.locality import check_truncate
-from gdl.ops.window import sqnorm, window
+from gdl.ops.core.backend import check_backend_name, resolve_backend
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core.checks import check_batch, check_points, check_positive
+from gdl.ops.core.kernels import any_sqrt
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.window import sqnorm, window
 
 # Van der Waals radii (angstroms) of the atom types C, H, O, N, S, SE of gdl.data.pdb.ATOM_TYPES.
 ATOM_RADII = (1.70, 1.10, 1.52, 1.55, 1.80, 1.90)
@@ -54,7 +54,7 @@ def smooth_distance(
 
     ``truncate`` = t (None: every atom) sums over the atoms closer than c = t * L only, with
     L = max(1, max_k sigma_k) angstroms the longest decay length of the two soft minima
-    (:mod:`gdl.ops.locality`). For a point within delta of its nearest atom, every dropped term is
+    (:mod:`gdl.ops.core.locality`). For a point within delta of its nearest atom, every dropped term is
     below exp(-(c - delta) / L) of that atom's: a surface point (delta about 3 A) with t = 10
     drops terms below e^-7 ~ 1e-3 each. Points with no atom within c get the exact value.
     """

@@ -6,14 +6,14 @@ farther apart than the cutoff c = t * sigma are dropped: the caller states the b
 dropped weight can be (gaussian exp(-t^2 / 2), ...).
 
 Both clouds are cut into voxels of side ``CELL_FRACTION * c`` (a grid shared by x and y, see
-:mod:`gdl.ops.block_sparse`) and sorted by (batch item, voxel). Two voxels interact when the
+:mod:`gdl.ops.core.block_sparse`) and sorted by (batch item, voxel). Two voxels interact when the
 distance between their boxes is below c, so every pair closer than c is visited and batch items
 never mix:
 
 - KeOps backend: the interacting voxels are the block-sparse ``ranges`` of the reduction over the
   sorted points (one block of rows per voxel, both directions: the reduction over j for the
   forward pass, over i for the gradients in y). Whole blocks are visited, so some pairs a little
-  farther than c are summed too. :mod:`gdl.ops.window` permutes the inputs with ``perm_x`` /
+  farther than c are summed too. :mod:`gdl.ops.core.window` permutes the inputs with ``perm_x`` /
   ``perm_y`` and the output back with ``inverse_x``; autograd flows through the permutations.
 - torch backend: :meth:`LocalPairs.pairs` lists exactly the pairs (i, j) closer than c, in chunks
   of bounded size, for gathers and ``index_add`` (never an N x M block).
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS
-from gdl.ops.batching import BatchPair
-from gdl.ops.block_sparse import PAD, Neighbourhoods, column_offsets, column_ranges, voxel_grid
+from gdl.ops.core.base import TORCH_BLOCK_ELEMENTS
+from gdl.ops.core.batching import BatchPair
+from gdl.ops.core.block_sparse import PAD, Neighbourhoods, column_offsets, column_ranges, voxel_grid
 
 # Voxel side as a fraction of the cutoff: a query voxel reaches ~37 columns of source voxels in 3-D,
 # whose volume is about 3.5 times the cutoff ball's (a voxel of side c: 27 voxels, 6.4 times).

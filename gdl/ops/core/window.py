@@ -3,13 +3,13 @@ batch item of each x_i, or over those closer than a cutoff.
 
 An operator writes its term once, as a function of per-point tensors, with the operations that
 KeOps LazyTensors and torch tensors share: +, -, *, /, ``**2``, ``exp``, ``relu``, ``any_sqrt``
-(:mod:`gdl.ops.kernels`) and the helpers below (:func:`sqnorm`, :func:`dot`, :func:`concat`,
+(:mod:`gdl.ops.core.kernels`) and the helpers below (:func:`sqnorm`, :func:`dot`, :func:`concat`,
 :func:`outer`, :func:`matvec`). Features live in the last dimension; a reduction over it keeps
 a dimension of size 1, as KeOps does. :class:`Window` evaluates the term four ways:
 
 - KeOps, exact: one LazyTensor reduction, with block-diagonal ranges for ragged batches;
 - KeOps, truncated: block-sparse ranges over the points sorted by voxel
-  (:mod:`gdl.ops.locality`), inputs permuted to that order and the output permuted back;
+  (:mod:`gdl.ops.core.locality`), inputs permuted to that order and the output permuted back;
 - torch, truncated: the gathered pairs (i, j) closer than the cutoff, in chunks, scattered back;
 - torch, exact: dense blocks of (rows x points of the item), in chunks of rows,
 
@@ -29,10 +29,10 @@ from functools import reduce
 
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS, row_chunks
-from gdl.ops.batching import BatchPair, batch_pair
-from gdl.ops.locality import LocalPairs, local_pairs
+from gdl.ops.core.backend import import_pykeops
+from gdl.ops.core.base import TORCH_BLOCK_ELEMENTS, row_chunks
+from gdl.ops.core.batching import BatchPair, batch_pair
+from gdl.ops.core.locality import LocalPairs, local_pairs
 
 
 def _lazy(t) -> bool:
