@@ -208,7 +208,7 @@ class BreathingDeformation:
         import torch
 
         from gdl.data.synthetic import SyntheticPair
-        from gdl.ops.checks import check_points
+        from gdl.ops.core.checks import check_points
 
         check_points("points", points, dim=3)
         thin = torch.ones(points.shape[0], dtype=torch.bool) if weights is None else torch.as_tensor(weights) < torch.as_tensor(weights).median()

@@ -25,7 +25,7 @@ import torch
 from torch_geometric.data import Data
 
 import gdl.ops
-from gdl.ops.checks import check_points
+from gdl.ops.core.checks import check_points
 
 
 @dataclass

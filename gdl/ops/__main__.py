@@ -8,7 +8,7 @@ import torch
 
 import gdl.ops
 from gdl.command_line import ArgumentParser, plain
-from gdl.ops.registry import _operators
+from gdl.ops.core.registry import _operators
 
 
 def summary(cls) -> str:

@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import item_bounds, num_items
-from gdl.ops.checks import check_batch, check_choice, check_points, check_positive
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import item_bounds, num_items
+from gdl.ops.core.checks import check_batch, check_choice, check_points, check_positive
+from gdl.ops.core.registry import register
 
 METHODS = ("auto", "greedy", "fpsample")
 

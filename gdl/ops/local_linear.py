@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.checks import check_points, check_values
+from gdl.ops.core.base import Operator
+from gdl.ops.core.checks import check_points, check_values
 from gdl.ops.nadaraya_watson import NadarayaWatson
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
 
 
 @register("local_linear")

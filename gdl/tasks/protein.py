@@ -10,7 +10,7 @@ import torch
 
 from gdl.data.proteins import interface_labels
 from gdl.models.dmasif import DMaSIF, Surface
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 
 
 def random_rotations(n: int, dtype=torch.float32, device=None, generator=None) -> torch.Tensor:

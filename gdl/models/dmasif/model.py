@@ -13,7 +13,7 @@ from gdl.models.dmasif.features import ChemicalFeatures, CurvatureFeatures
 from gdl.models.dmasif.heads import SearchHead, SiteHead
 from gdl.models.dmasif.network import DMaSIFNetwork
 from gdl.models.dmasif.surface import atoms_to_surface
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # Default cutoffs of the windowed sums (see the class docstring).

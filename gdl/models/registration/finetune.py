@@ -57,8 +57,8 @@ import gdl.ops
 from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
 from gdl.models.registration.progress import report
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
-from gdl.ops.batching import num_items
-from gdl.ops.checks import check_choice, check_flag, check_positive
+from gdl.ops.core.batching import num_items
+from gdl.ops.core.checks import check_choice, check_flag, check_positive
 
 
 class SmoothedFlow:

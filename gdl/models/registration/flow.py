@@ -23,7 +23,7 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.matching import random_subset
-from gdl.ops.checks import check_positive
+from gdl.ops.core.checks import check_positive
 
 
 def mlp(*sizes: int) -> torch.nn.Sequential:

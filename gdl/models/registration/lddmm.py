@@ -20,8 +20,8 @@ import torch
 import gdl.ops
 from gdl.models.registration.matching import random_subset
 from gdl.models.registration.progress import report
-from gdl.ops.batching import batch_pair, item_bounds
-from gdl.ops.checks import check_positive
+from gdl.ops.core.batching import batch_pair, item_bounds
+from gdl.ops.core.checks import check_positive
 
 
 class LDDMM(torch.nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
-from gdl.ops.batching import batch_pair, item_bounds, num_items
+from gdl.ops.core.batching import batch_pair, item_bounds, num_items
 
 
 def item_masses(weights: torch.Tensor | None, n: int, batch: torch.Tensor | None, like: torch.Tensor, name: str = "weights"):

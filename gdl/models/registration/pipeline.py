@@ -22,8 +22,8 @@ import time
 import torch
 
 from gdl.models.registration.progress import report
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_pair, check_points
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_pair, check_points
 
 STEPS = ("prealign", "flow", "finetune")
 

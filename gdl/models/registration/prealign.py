@@ -33,8 +33,8 @@ import torch
 import gdl.ops
 from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
 from gdl.models.registration.progress import report
-from gdl.ops.batching import num_items
-from gdl.ops.checks import check_choice, check_positive
+from gdl.ops.core.batching import num_items
+from gdl.ops.core.checks import check_choice, check_positive
 
 
 def apply_transform(x: torch.Tensor, linear: torch.Tensor, translation: torch.Tensor, batch=None) -> torch.Tensor:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from gdl.ops.keops_build import import_pykeops_safely
+from gdl.ops.core.keops_build import import_pykeops_safely
 
 BACKENDS = ("auto", "keops", "torch")
 
@@ -66,7 +66,7 @@ _KEOPS_NO_CUDA = "CUDA libraries not found or could not be loaded"
 
 def import_pykeops():
     """Import ``pykeops.torch`` after making the C++ runtime global, with its formula builds made
-    safe for concurrent processes (:mod:`gdl.ops.keops_build`); returns the module. On a machine
+    safe for concurrent processes (:mod:`gdl.ops.core.keops_build`); returns the module. On a machine
     without CUDA, KeOps' note that it found no CUDA libraries is dropped: the CPU is the only choice."""
     if "pykeops" in sys.modules:
         return import_pykeops_safely()
@@ -94,7 +94,7 @@ def device_key(device: torch.device | str) -> str:
 _PROBE_SCRIPT = r"""
 import sys, torch
 sys.path.insert(0, {gdl_parent!r})
-from gdl.ops.backend import import_pykeops
+from gdl.ops.core.backend import import_pykeops
 LazyTensor = import_pykeops().LazyTensor
 device = torch.device({device!r})
 x = torch.randn(200, 3, device=device)
@@ -121,7 +121,7 @@ def _cache_file(key: str) -> Path:
 
 
 def _run_probe(device: torch.device) -> tuple[bool, str]:
-    gdl_parent = str(Path(__file__).resolve().parents[2])
+    gdl_parent = str(Path(__file__).resolve().parents[3])
     script = _PROBE_SCRIPT.format(gdl_parent=gdl_parent, device=str(device))
     try:
         done = subprocess.run(
