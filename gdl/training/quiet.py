@@ -12,7 +12,7 @@ about the user's own data or settings. Dropped, one by one:
   experiment's own);
 
 KeOps' "CUDA libraries not found" on a machine without CUDA is dropped where gdl imports KeOps
-(``gdl.ops.backend.import_pykeops``); W&B's own banner is silenced by ``wandb_mode`` and its anonymous-setting warning by
+(``gdl.ops.core.backend.import_pykeops``); W&B's own banner is silenced by ``wandb_mode`` and its anonymous-setting warning by
 ``wandb_logger``; Lightning's duplicate of every line through Hydra's root console handler by
 ``configs/hydra/default.yaml``.
 """
