@@ -57,6 +57,7 @@ import gdl.ops
 from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
 from gdl.models.registration.progress import report
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
+from gdl.models.registration.step import RegistrationStep
 from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_flag, check_positive
 
@@ -86,7 +87,7 @@ class SmoothedFlow:
         return result
 
 
-class Finetune(torch.nn.Module):
+class Finetune(RegistrationStep):
     """``displacement = finetune(source, target, batch_source, batch_target, initial=None)``."""
 
     takes_initial = True
@@ -145,9 +146,6 @@ class Finetune(torch.nn.Module):
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
             for s in smoothings
         )
-
-    def forward(self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None):
-        return self.fit(source, target, batch_source, batch_target, initial, weights_source, weights_target).displacement
 
     def fit(
         self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None

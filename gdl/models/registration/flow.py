@@ -23,6 +23,7 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.matching import random_subset
+from gdl.models.registration.step import RegistrationStep
 from gdl.ops.checks import check_positive
 
 
@@ -168,20 +169,14 @@ class InterpolatedFlow:
         return self.model.interpolate(points / scale, batch, self.finest, self.finest_batch, self.flow) * scale
 
 
-class FlowStep(torch.nn.Module):
+class FlowStep(RegistrationStep):
     """The flow step of a registration: a trained ``model`` run on at most ``num_points`` random
     points of each cloud (all when None), its flow interpolated to every source point."""
-
-    takes_initial = False
-    takes_masses = False
 
     def __init__(self, model: FlowPyramid, num_points: int | None = None):
         super().__init__()
         self.model = model
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
-
-    def forward(self, source, target, batch_source=None, batch_target=None):
-        return self.fit(source, target, batch_source, batch_target).displacement
 
     def fit(self, source, target, batch_source=None, batch_target=None) -> InterpolatedFlow:
         if self.num_points is None:

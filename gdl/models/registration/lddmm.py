@@ -20,6 +20,7 @@ import torch
 import gdl.ops
 from gdl.models.registration.matching import random_subset
 from gdl.models.registration.progress import report
+from gdl.models.registration.step import RegistrationStep
 from gdl.ops.batching import batch_pair, item_bounds
 from gdl.ops.checks import check_positive
 
@@ -74,7 +75,7 @@ class GeodesicFlow:
         return torch.cat(parts) if parts else torch.zeros_like(points)
 
 
-class LDDMMRegistration(torch.nn.Module):
+class LDDMMRegistration(RegistrationStep):
     """``displacement = step(source, target, batch_source, batch_target)``: optimised LDDMM shooting.
 
     Control points: ``num_controls`` farthest points of the source (registry ``fps``). Coarse to
@@ -82,9 +83,6 @@ class LDDMMRegistration(torch.nn.Module):
     to the source as moved by the previous ones, and composed. The fit uses at most ``num_points``
     random points of each cloud; every source point then follows the fitted geodesics.
     """
-
-    takes_initial = False
-    takes_masses = False
 
     def __init__(
         self,
@@ -112,9 +110,6 @@ class LDDMMRegistration(torch.nn.Module):
         self.iterations = check_positive("iterations", iterations, integer=True)
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.lr, self.regularisation = float(lr), float(regularisation)
-
-    def forward(self, source, target, batch_source=None, batch_target=None):
-        return self.fit(source, target, batch_source, batch_target).displacement
 
     def fit(self, source, target, batch_source=None, batch_target=None) -> GeodesicFlow:
         """Optimises its momenta with autograd, also when called under ``torch.no_grad()``."""

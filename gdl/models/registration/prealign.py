@@ -33,6 +33,7 @@ import torch
 import gdl.ops
 from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
 from gdl.models.registration.progress import report
+from gdl.models.registration.step import RegistrationStep
 from gdl.ops.batching import num_items
 from gdl.ops.checks import check_choice, check_positive
 
@@ -84,10 +85,9 @@ class AffineWarp:
         return apply_transform(points, self.linear, self.translation, batch) - points
 
 
-class Prealign(torch.nn.Module):
+class Prealign(RegistrationStep):
     """``displacement = prealign(source, target, batch_source, batch_target)`` = T(x) - x."""
 
-    takes_initial = False
     takes_masses = True
 
     def __init__(
@@ -117,9 +117,6 @@ class Prealign(torch.nn.Module):
             RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
         )
         self.procrustes = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
-
-    def forward(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None):
-        return self.fit(source, target, batch_source, batch_target, weights_source, weights_target).displacement
 
     def fit(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None) -> AffineWarp:
         """The fitted map, with its displacement at the source points."""
