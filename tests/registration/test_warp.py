@@ -11,6 +11,7 @@ from gdl.data.synthetic import SyntheticDeformation, random_rotation
 from gdl.models.registration.finetune import Finetune
 from gdl.models.registration.flow import FlowPyramid, FlowStep
 from gdl.models.registration.lddmm import LDDMMRegistration
+from gdl.models.registration.matching import random_subset, subset_pair
 from gdl.models.registration.pipeline import RegistrationPipeline
 from gdl.models.registration.prealign import Prealign
 from gdl.models.registration import configs
@@ -171,3 +172,14 @@ def test_the_pipeline_takes_registration_steps_only(generator):
     torch.testing.assert_close(result.warp(x[:4]), x[:4] + 0.5)
     with pytest.raises(ValueError, match="points"):
         result.warp(torch.zeros(4, 2))
+
+
+def test_subset_seeds_draw_independent_source_and_target_subsets():
+    source, target = subset_pair(None, 50, None, 40, 10, seed=3)
+    torch.testing.assert_close(source, random_subset(None, 50, 10, seed=3))
+    torch.testing.assert_close(target, random_subset(None, 40, 10, seed=4))
+    assert not torch.equal(source, subset_pair(None, 50, None, 40, 10, seed=5)[0])
+    with pytest.raises(ValueError, match="subset_seed must be a non-negative integer"):
+        Prealign(subset_seed=-1)
+    with pytest.raises(ValueError, match="subset_seed"):
+        build_pipeline(["finetune"], "lung", overrides=["finetune.subset_seed=0.5"])
