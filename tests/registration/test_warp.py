@@ -2,6 +2,7 @@
 
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,6 +148,12 @@ def test_the_backend_of_a_step_is_the_one_asked_for():
     assert pipeline.prealign.procrustes.backend == "auto"
     lddmm = build_pipeline(["finetune"], "lung", finetune_model="lddmm", overrides=["finetune.backend=torch"])
     assert lddmm.finetune.sampler.backend == "torch"
+
+
+def test_the_presets_are_the_files_of_configs_registration():
+    repository = Path(__file__).resolve().parents[2]
+    assert configs.PRESETS.resolve() == (repository / "configs" / "registration").resolve()
+    assert configs.presets() == ["kitti", "kitti_lddmm", "lung", "lung_lddmm"]
 
 
 def test_an_lddmm_preset_follows_its_base_preset(tmp_path, monkeypatch):
