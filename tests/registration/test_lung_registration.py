@@ -106,7 +106,7 @@ def test_command_line_errors_are_one_line(tmp_path, generator, capsys):
     for extra, message in (
         (["--query", str(tmp_path / "bad.txt")], "line 1: expected three numbers x y z, got 2"),
         (["--query", str(tmp_path / "none.txt")], "query file not found"),
-        (["registration.prealign.blur=0.1"], "'prealign.blur' is not a key of the kitti preset"),
+        (["registration.prealign.blur=0.1"], "kitti preset: Could not override 'prealign.blur'"),
         (["registration.prealign.iterations=0"], "iterations must be"),
     ):
         assert register_main(common + extra) == 1
