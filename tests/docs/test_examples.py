@@ -17,7 +17,7 @@ import yaml
 
 from tests.docs.markdown_blocks import PARSE, ROOT, RUN, SHOWN, code_blocks, markdown_pages
 
-LINKED = ("train.py", "eval.py", "configs", "benchmarks", "gdl")
+LINKED = ("train.py", "eval.py", "configs", "benchmarks", "gdl", "docs", "mkdocs.yml")
 BLOCK_TIMEOUT_S = 600
 
 
