@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from gdl.training.resolvers import register_resolvers
+from gdl.training.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("GDL_PROJECT_ROOT", str(ROOT))
@@ -20,8 +20,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    from gdl.training.config_errors import ConfigError
-    from gdl.training.pipeline import run
+    from gdl.training.errors import ConfigError
+    from gdl.training.run import run
 
     try:
         return run(cfg, source_folder=ROOT)
@@ -30,6 +30,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from gdl.training.hydra_errors import run_reporting_hydra_errors
+    from gdl.training.errors import run_reporting_hydra_errors
 
     run_reporting_hydra_errors(main, ROOT / "configs", "eval")

@@ -21,7 +21,7 @@ import torch
 from gdl.data.kitti import list_scene_pairs, read_scene_pair, standard_protocol
 from gdl.models.registration.metrics import scene_flow_metrics
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, sweep
-from gdl.models.registration.progress import report, show_progress
+from gdl.progress import report, show_progress
 
 COLUMNS = ("EPE3D", "Acc3DS", "Acc3DR", "Outliers", "seconds")
 

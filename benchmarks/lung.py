@@ -28,7 +28,7 @@ import gdl.ops
 from gdl.data.dirlab import LANDMARK_FORMATS, landmark_points, tre_statistics_mm
 from gdl.data.lung import BreathingDeformation, read_lung_pair
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, sweep
-from gdl.models.registration.progress import report, show_progress
+from gdl.progress import report, show_progress
 
 
 def seed_list(text: str) -> list[int]:

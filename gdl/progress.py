@@ -1,25 +1,30 @@
-"""Progress of long work: a bar in a terminal, a plain line every few seconds in a log or a pipe.
+"""Progress of long work, in lines a log or a pipe can keep: one format for every part of gdl.
 
-    with Progress(total=len(scales), what="prealign", unit="scale") as progress:
-        for scale in scales:
-            ...
-            progress.advance(scale=scale)
+- :func:`report` writes one INFO line per step on the ``gdl.progress`` logger, with the time
+  elapsed since ``start``:
 
-In a terminal the bar is redrawn in place; elsewhere (a file, a pipe, a batch job's log) a line
-``prealign: 3/8 scales (38%), scale 0.05, 1m02s elapsed, about 1m43s left`` is written at most every
-``every`` seconds, and once at the end. The estimate is linear: elapsed / done x (total - done).
+      report("finetune", "scale 2/4 (blur 0.02)", start)  ->  "finetune: scale 2/4 (blur 0.02), 12s"
+
+  The registration steps, the ``gdl-register`` command and the benchmarks report this way; the
+  command line and the benchmarks show the lines (:func:`show_progress`), a library user sees them by
+  configuring ``logging`` as usual.
+- The shared pieces, also used by the training progress lines (:mod:`gdl.training.callbacks`):
+  durations (:func:`format_duration`), the linear estimate of the time left (:func:`remaining`),
+  whether a stream is a terminal (:func:`is_terminal`), the interval between two lines
+  (:func:`default_every`).
+
 Only the standard library is used.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import TextIO, TypeVar
+from typing import TextIO
 
-Item = TypeVar("Item")
+logger = logging.getLogger(__name__)
 
 EVERY_VARIABLE = "GDL_PROGRESS_SECONDS"
 
@@ -33,8 +38,11 @@ def default_every() -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m``."""
-    seconds = max(0, int(round(seconds)))
+    """``0.4s``, ``4.2s``, ``42s``, ``3m05s``, ``1h02m`` (tenths of a second below ten seconds)."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -43,104 +51,45 @@ def format_duration(seconds: float) -> str:
 
 
 def remaining(elapsed: float, done: float, total: float | None) -> float | None:
-    """Linear estimate of the seconds left, or None when it cannot be made yet."""
+    """Linear estimate of the seconds left, elapsed / done x (total - done), or None when it cannot be made yet."""
     if not total or done <= 0 or elapsed <= 0:
         return None
     return elapsed / done * max(0.0, total - done)
 
 
 def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (where a bar can be redrawn in place)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
-def announce(message: str, stream: TextIO | None = None) -> None:
-    """Say what is about to happen, on a line of its own (flushed at once, so logs show it in time)."""
-    print(message, file=stream or sys.stderr, flush=True)
+def report(step: str, message: str, start: float | None = None) -> None:
+    """Log ``step: message`` and, when ``start`` (a ``time.perf_counter()``) is given, the time elapsed since."""
+    if logger.isEnabledFor(logging.INFO):
+        elapsed = "" if start is None else f", {format_duration(time.perf_counter() - start)}"
+        logger.info(f"{step}: {message}{elapsed}")
 
 
-class Progress:
-    """Count ``total`` units of work (None: unknown) and show how far it is; see the module docstring."""
+class StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stderr`` is at the time of each line."""
 
-    def __init__(
-        self,
-        total: int | None,
-        what: str,
-        *,
-        unit: str = "step",
-        every: float | None = None,
-        stream: TextIO | None = None,
-        terminal: bool | None = None,
-    ):
-        self.total, self.what, self.unit = total, what, unit
-        self.stream = stream or sys.stderr
-        self.terminal = is_terminal(self.stream) if terminal is None else terminal
-        self.every = default_every() if every is None else every
-        self.done = 0
-        self.details: dict[str, object] = {}
-        self.start = time.monotonic()
-        self._shown_at = -float("inf")
-        self._closed = False
+    @property
+    def stream(self):
+        return sys.stderr
 
-    def advance(self, count: int = 1, **details) -> None:
-        """``count`` more units done; ``details`` (e.g. ``scale=0.05``) are shown with the count."""
-        self.done += count
-        self.details.update(details)
-        now = time.monotonic()
-        if now - self._shown_at >= (0.1 if self.terminal else self.every):
-            self._show(now)
-
-    def line(self, now: float | None = None) -> str:
-        """The current state in one line."""
-        elapsed = (now or time.monotonic()) - self.start
-        units = self.unit if self.done == 1 and self.total in (None, 1) else f"{self.unit}s"
-        count = f"{self.done}/{self.total} {units} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done} {units}"
-        parts = [count, *(f"{name} {_short(value)}" for name, value in self.details.items()), f"{format_duration(elapsed)} elapsed"]
-        left = remaining(elapsed, self.done, self.total)
-        if left is not None and self.done < self.total:
-            parts.append(f"about {format_duration(left)} left")
-        return f"{self.what}: " + ", ".join(parts)
-
-    def _show(self, now: float) -> None:
-        self._shown_at = now
-        if self.terminal:
-            text = self.line(now)
-            if self.total:
-                filled = int(20 * min(1.0, self.done / self.total))
-                text = f"{self.what} [{'#' * filled}{'.' * (20 - filled)}] " + text[len(self.what) + 2 :]
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(self.line(now) + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Show the final state (and end the terminal line)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._show(time.monotonic())
-        if self.terminal:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
-def track(items: Iterable[Item], what: str, *, total: int | None = None, **options) -> Iterator[Item]:
-    """Yield ``items`` while counting them with a :class:`Progress` (``total`` defaults to ``len(items)``)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
-    with Progress(total, what, **options) as progress:
-        for item in items:
-            yield item
-            progress.advance()
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def show_progress() -> None:
+    """Print the :func:`report` lines (time-stamped) to stderr; a second call adds nothing."""
+    if any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        return
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -19,7 +19,7 @@ import torch
 from gdl.data.pdb import read_pdb
 from gdl.models.dmasif import DMaSIF
 from gdl.tasks.protein import MODEL_CONFIG_KEY
-from gdl.training.checkpoint_task import WrongTaskError, load_task_checkpoint
+from gdl.tasks.checkpoint_task import WrongTaskError, load_task_checkpoint
 
 
 def load_model(ckpt: str | None, head: str = "site") -> DMaSIF:

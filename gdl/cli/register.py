@@ -26,7 +26,7 @@ from gdl.command_line import ArgumentParser, plural
 from gdl.data.dirlab import read_xyz
 from gdl.data.pointclouds import read_points, write_points
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, presets
-from gdl.models.registration.progress import report, show_progress
+from gdl.progress import format_duration, report, show_progress
 
 
 def plot_before_after(source, warped, target, path, max_points: int = 20000) -> Path:
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         query_suffix = Path(args.query).suffix.lower()
         written.append(write_query(out / f"warped_query{query_suffix}", warped_query, query_suffix))
     written.append(plot_before_after(source, warped, target, out / "before_after.png"))
-    report("register", f"done in {time.perf_counter() - began:.1f} s")
+    report("register", f"done in {format_duration(time.perf_counter() - began)}")
     for path in written:
         print(path)
     return 0

@@ -8,16 +8,23 @@ epe3d, acc3ds, acc3dr, outliers, in metres) or the synthetic-recovery error in m
 validation loader, see ``SyntheticFlowDataModule.landmark_pairs``) log ``val/tre_mm``: the flow u
 predicted at the source points is carried to the source landmarks l by Gaussian Nadaraya-Watson
 regression at scale ``landmark_sigma`` (units), and TRE = mean |l + u(l) - l'| times ``mm_per_unit``.
+
+:func:`load_flow_model` rebuilds the trained network of a ``FlowTask`` checkpoint, for the flow step
+of a registration.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning
 import torch
 
 import gdl.ops
+from gdl.models.registration.flow import FlowPyramid
 from gdl.models.registration.metrics import scene_flow_metrics
 from gdl.ops.core.checks import check_choice
+from gdl.tasks.checkpoint_task import class_path, load_task_checkpoint
 from gdl.tasks.media import log_point_cloud
 
 METRICS = ("scene_flow", "recovery_mm")
@@ -99,3 +106,42 @@ class FlowTask(lightning.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def load_flow_model(checkpoint, **model_options) -> torch.nn.Module:
+    """The flow model of a ``FlowTask`` checkpoint, in eval mode.
+
+    The checkpoint is read by :func:`~gdl.tasks.checkpoint_task.load_task_checkpoint` (a checkpoint
+    of another task is refused in one line). The architecture comes from ``model_options``
+    (FlowPyramid arguments) when given, else from the settings the checkpoint records, else from the
+    Hydra config of its run (``<run>/.hydra/config.yaml`` beside ``<run>/checkpoints/``, for
+    checkpoints that record none).
+    """
+    if checkpoint is None:
+        raise ValueError("checkpoint: expected a FlowTask checkpoint file, got None")
+    checkpoint = Path(checkpoint)
+    content = load_task_checkpoint(checkpoint, class_path(FlowTask), "FlowTask")
+    state = {k[len("model."):]: v for k, v in content["state_dict"].items() if k.startswith("model.")}
+    if not state:
+        raise ValueError(f"{checkpoint}: holds no model.* weights: not a FlowTask checkpoint")
+    run_config = checkpoint.resolve().parent.parent / ".hydra" / "config.yaml"
+    if model_options:
+        model, source = FlowPyramid(**model_options), "the given model options"
+    elif MODEL_CONFIG_KEY in content:
+        model, source = FlowPyramid(**content[MODEL_CONFIG_KEY]), "the settings it records"
+    elif run_config.is_file():
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        model, source = instantiate(OmegaConf.load(run_config).model), str(run_config)
+    else:
+        model, source = FlowPyramid(), "FlowPyramid's defaults"
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)
+        raise ValueError(
+            f"{checkpoint}: its weights do not fit the network built from {source} ({first}); "
+            "keep the checkpoint in its run folder (beside .hydra/) or give the model options of its training"
+        ) from None
+    return model.eval()

@@ -1,1 +1,2 @@
-"""Utilities behind ``train.py`` and ``eval.py``: config checks, checkpoints, seeding, logging set-up."""
+"""What ``train.py`` and ``eval.py`` run: ``run`` (build, train, test, report), ``config`` (resolvers and
+checks), ``errors``, ``checkpoints``, ``callbacks`` (progress, NaN stop) and ``output`` (quiet libraries, W&B)."""

@@ -103,7 +103,7 @@ def test_experiment_fast_dev_run(tmp_path, experiment, metric, num_points):
 
 def test_a_flow_checkpoint_rebuilds_its_network_wherever_it_lies(tmp_path, generator):
     from gdl.tasks.flow import FlowTask
-    from gdl.training.flow_models import load_flow_model
+    from gdl.tasks.flow import load_flow_model
 
     task = FlowTask(FlowPyramid(channels=(8, 16), k=8, hidden_units=4, backend="torch"))
     torch.nn.init.normal_(task.model.heads[0].weight, std=0.1)

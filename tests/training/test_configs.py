@@ -15,11 +15,10 @@ from omegaconf import OmegaConf
 
 from gdl.tasks.media import log_point_cloud
 from gdl.training.checkpoints import resolve_ckpt_path
-from gdl.training.config_checks import check_config
-from gdl.training.config_errors import ConfigError
-from gdl.training.pipeline import is_distributed
-from gdl.training.resolvers import register_resolvers
-from gdl.training.wandb_mode import choose_wandb_mode
+from gdl.training.config import check_config, register_resolvers
+from gdl.training.errors import ConfigError
+from gdl.training.output import choose_wandb_mode
+from gdl.training.run import is_distributed
 from tests.training.conftest import REPO, TEST_CONFIGS
 
 CONFIGS = REPO / "configs"
@@ -170,10 +169,10 @@ def test_the_flow_task_measures_mm_in_the_unit_of_its_data(experiment, mm, tmp_p
 
 
 def test_optional_package_missing_says_how_to_install_it(tmp_path, monkeypatch):
-    import gdl.training.config_checks as config_checks
+    import gdl.training.config as training_config
 
     cfg = compose_train(*FIXTURE, "logger=tensorboard", tmp_path=tmp_path)
-    monkeypatch.setattr(config_checks, "_installed", lambda module: module not in ("tensorboard", "tensorboardX"))
+    monkeypatch.setattr(training_config, "_installed", lambda module: module not in ("tensorboard", "tensorboardX"))
     with pytest.raises(ConfigError, match=r"^logger.tensorboard: TensorBoardLogger needs the tensorboard package, not installed: pip install 'gdl\[tensorboard\]'"):
         check_config(cfg)
 

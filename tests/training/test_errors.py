@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gdl.training.checkpoint_task import WrongTaskError, check_task, load_task_checkpoint
+from gdl.tasks.checkpoint_task import WrongTaskError, check_task, load_task_checkpoint
 from tests.training.conftest import REPO, run_script
 
 FIXTURE = ["experiment=bumps", "logger=csv"]

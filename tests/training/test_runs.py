@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 
 from tests.training.conftest import REPO, assert_ok, run_script
 
+DURATION = r"(\d\.\ds|\d+s|\d+m\d\ds)"  # gdl.progress.format_duration
+
 FIXTURE = ["experiment=bumps"]
 EXPERIMENTS = sorted(path.stem for path in (REPO / "configs" / "experiment").glob("*.yaml"))
 
@@ -166,8 +168,8 @@ def test_progress_lines_and_no_library_noise_when_output_is_not_a_terminal(tmp_p
     assert re.fullmatch(r"bumps: training BumpsRegression \(MLP, 161 parameters\) on cpu, 2 epochs \(0-1\); run folder .+", lines[0]), lines[0]
     batches = [line for line in lines if line.startswith("epoch 0/1, batch ")]
     assert [line.split(",")[1] for line in batches] == [" batch 1/3", " batch 2/3", " batch 3/3"], lines
-    assert re.search(r", \d+s elapsed$", batches[0]), "no estimate from the first batch alone (it holds one-time work)"
-    assert re.search(r", \d+s elapsed, about \d+s left$", batches[1]), batches
+    assert re.search(rf", {DURATION} elapsed$", batches[0]), "no estimate from the first batch alone (it holds one-time work)"
+    assert re.search(rf", {DURATION} elapsed, about {DURATION} left$", batches[1]), batches
     (done,) = [line for line in lines if line.startswith("epoch 1/1 done")]
     checkpoints = sorted((run.folder / "checkpoints").glob("epoch_*.ckpt"))
     assert checkpoints, "no best checkpoint saved"
@@ -175,7 +177,7 @@ def test_progress_lines_and_no_library_noise_when_output_is_not_a_terminal(tmp_p
         assert int(path.stem.removeprefix("epoch_")) == torch.load(path, weights_only=False)["epoch"], path.name
     logs = list(run.folder.glob("*.log"))
     assert logs and not [line for log in logs for line in log.read_text().splitlines() if "ERROR" in line], logs
-    assert re.fullmatch(r"epoch 1/1 done: train/loss [\d.e-]+, val/loss [\d.e-]+, val/mae [\d.e-]+; \d+s elapsed", done), done
+    assert re.fullmatch(rf"epoch 1/1 done: train/loss [\d.e-]+, val/loss [\d.e-]+, val/mae [\d.e-]+; {DURATION} elapsed", done), done
     noise = ("Seed set", "GPU available", "TPU available", "litlogger", "LeafSpec", "wandb:", "][INFO]", "logging interval", "┏")
     assert not [line for line in lines if any(word in line for word in noise)], lines
     assert len(lines) == len(set(lines)), "a line printed twice"

@@ -19,10 +19,10 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.matching import check_seed, subset_pair
-from gdl.models.registration.progress import report
 from gdl.models.registration.step import RegistrationStep
 from gdl.ops.core.batching import batch_pair, item_bounds
 from gdl.ops.core.checks import check_positive
+from gdl.progress import report
 
 
 class LDDMM(torch.nn.Module):

@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from gdl.models.registration.progress import report
 from gdl.models.registration.step import RegistrationStep
 from gdl.ops.core.batching import batch_pair
 from gdl.ops.core.checks import check_batch, check_pair, check_points
+from gdl.progress import format_duration, report
 
 STEPS = ("prealign", "flow", "finetune")
 
@@ -109,7 +109,7 @@ class RegistrationPipeline(torch.nn.Module):
             seconds = _clock(source.device) - start
             if timings is not None:
                 timings[name] = seconds
-            report(name, f"done in {seconds:.1f} s")
+            report(name, f"done in {format_duration(seconds)}")
         return RegistrationResult(displacement, fits)
 
 

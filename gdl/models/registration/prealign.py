@@ -32,10 +32,10 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.matching import RobustMatching, check_seed, item_masses, subset_pair
-from gdl.models.registration.progress import report
 from gdl.models.registration.step import RegistrationStep
 from gdl.ops.core.batching import num_items
 from gdl.ops.core.checks import check_choice, check_positive
+from gdl.progress import report
 
 
 def apply_transform(x: torch.Tensor, linear: torch.Tensor, translation: torch.Tensor, batch=None) -> torch.Tensor:

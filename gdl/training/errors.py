@@ -1,9 +1,15 @@
-"""Hydra's own errors (an override it cannot apply, a config option that does not exist) in one line.
+"""The errors a run reports in one line: ``error: <what is wrong>``, never a traceback.
 
-Hydra prints these over several lines, with a hint about ``HYDRA_FULL_ERROR``. ``train.py`` and
-``eval.py`` let Hydra raise them (``HYDRA_FULL_ERROR=1``, unless the user set it) and print
-``error: <Hydra's message on one line>`` instead. A key that does not exist (``trainer.max_epoch=3``)
-is answered with the closest existing one, found in the config composed without that override.
+- :class:`ConfigError`: a configuration value that cannot work, found before any run folder, logger
+  or model is made;
+- :class:`NonFiniteLossError`: the training loss became NaN or infinite (raised by
+  :class:`gdl.training.callbacks.StopOnNonFiniteLoss`);
+- Hydra's own errors (an override it cannot apply, a config option that does not exist), which Hydra
+  prints over several lines with a hint about ``HYDRA_FULL_ERROR``. ``train.py`` and ``eval.py`` let
+  Hydra raise them (``HYDRA_FULL_ERROR=1``, unless the user set it) and print
+  ``error: <Hydra's message on one line>`` instead. A key that does not exist
+  (``trainer.max_epoch=3``) is answered with the closest existing one, found in the config composed
+  without that override.
 """
 
 from __future__ import annotations
@@ -15,6 +21,27 @@ import pydoc
 import re
 import sys
 from pathlib import Path
+
+_NOTHING = object()
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work: ``<key>: <what is wrong> (got <value>)``, one line."""
+
+    @classmethod
+    def at(cls, key: str, problem: str, got=_NOTHING) -> ConfigError:
+        """The error for ``key``; ``got`` is the value found (left out when there is none)."""
+        shown = "" if got is _NOTHING else f" (got {_show(got)})"
+        return cls(f"{key}: {problem}{shown}")
+
+
+def _show(value) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 def run_reporting_hydra_errors(main, config_dir: Path, config_name: str) -> None:

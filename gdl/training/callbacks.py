@@ -1,7 +1,8 @@
-"""Training progress: Rich's bar in a terminal, plain lines in a log or a pipe.
+"""The Lightning callbacks a run adds: its progress display, and a stop at the first non-finite loss.
 
-Outside a terminal a bar cannot be redrawn, so :class:`LogProgress` writes lines instead: one at the
-end of each epoch with its metrics, and, within a long epoch (or validation, or test), one every
+Progress (:func:`progress_bar`): Rich's bar in a terminal, plain lines in a log or a pipe. Outside
+a terminal a bar cannot be redrawn, so :class:`LogProgress` writes lines instead: one at the end of
+each epoch with its metrics, and, within a long epoch (or validation, or test), one every
 ``every_seconds``:
 
     epoch 3/9, batch 12/40, 2m05s elapsed, about 9m10s left
@@ -11,17 +12,25 @@ Epochs are numbered from 0 as everywhere in a run (Lightning's counter, the ``ep
 the logs): "epoch 3/9" is the fourth of ten. The estimate is linear in the training batches still to
 run, timed from the end of the first batch (which includes one-time work such as KeOps compilation;
 validation time is included pro rata), so it appears from the second batch on.
+
+:class:`StopOnNonFiniteLoss` stops training at the first NaN or infinite training loss, before it
+reaches the weights.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
+import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress import ProgressBar
 
 from gdl.progress import default_every, format_duration, is_terminal, remaining
+from gdl.training.checkpoints import LastCheckpoint
+from gdl.training.errors import NonFiniteLossError
 
 
 def progress_bar(every_seconds: float | None = None, terminal: bool | None = None) -> ProgressBar:
@@ -121,3 +130,20 @@ def _short(value) -> str:
         return f"{float(value):.4g}"
     except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
         return str(value)
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Raise :class:`NonFiniteLossError` when the loss about to be back-propagated is NaN or Inf.
+
+    The check runs before the backward pass and the optimizer step, so the weights stay those of the
+    last good step and checkpoints already written (``last.ckpt``) are never overwritten with NaNs.
+    """
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        message = f"training loss is {loss.detach().flatten()[0].item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; training stopped"
+        saved = [Path(cb.path) for cb in trainer.checkpoint_callbacks if isinstance(cb, LastCheckpoint) and cb.path]
+        saved = [path for path in saved if path.is_file()]
+        message += f"; last good checkpoint: {saved[0]}" if saved else "; no checkpoint was saved before it"
+        raise NonFiniteLossError(message)

@@ -2,8 +2,9 @@
 
 Order: per-process KeOps cache and W&B mode, config checks and the checkpoint's task (fail before
 anything is built), seed, instantiate datamodule, model, task, callbacks, loggers and trainer, log
-the resolved config and the git commit, fit (resuming from ``ckpt_path``), test the best checkpoint,
-print where the files are and the final metrics. A configuration error met before training removes
+the resolved config and the git commit the run was started from (so that every logged run can be
+reproduced), fit (resuming from ``ckpt_path``), test the best checkpoint, print where the files are
+and the final metrics. A configuration error met before training removes
 the run folder Hydra made for it, so failed attempts leave nothing under ``logs/``.
 """
 
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gdl.training.checkpoints import resolve_ckpt_path
-from gdl.training.config_checks import check_config
-from gdl.training.config_errors import ConfigError
-from gdl.training.last_checkpoint import LastCheckpoint
-from gdl.training.provenance import git_state
-from gdl.training.wandb_mode import choose_wandb_mode
+from gdl.tasks.checkpoint_task import RecordTask, WrongTaskError, check_task
+from gdl.training.callbacks import StopOnNonFiniteLoss
+from gdl.training.checkpoints import CheckpointRNGState, LastCheckpoint, resolve_ckpt_path
+from gdl.training.config import check_config
+from gdl.training.errors import ConfigError
+from gdl.training.output import choose_wandb_mode, quiet_libraries
 
 _PARALLEL_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 
@@ -54,8 +56,6 @@ def _build_group(key: str, group: DictConfig | None) -> list:
 
 def prepare(cfg: DictConfig) -> None:
     """Process-wide set-up, then the config checks; call before anything imports pykeops."""
-    from gdl.training.quiet import quiet_libraries
-
     quiet_libraries()
     if any("wandb" in str(node.get("_target_", "")).lower() for node in (cfg.get("logger") or {}).values() if isinstance(node, DictConfig)):
         choose_wandb_mode()
@@ -66,10 +66,6 @@ def build_run(cfg: DictConfig):
     """Seed, then instantiate ``(datamodule, task, trainer)`` from the config."""
     import lightning.pytorch as pl
 
-    from gdl.training.checkpoint_task import RecordTask
-    from gdl.training.nan_guard import StopOnNonFiniteLoss
-    from gdl.training.rng_state import CheckpointRNGState
-
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = _build("data", cfg.data)
@@ -79,6 +75,28 @@ def build_run(cfg: DictConfig):
     loggers = _build_group("logger", cfg.get("logger"))
     trainer = _build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, task, trainer
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(folder) -> dict[str, str | bool | None]:
+    """``{"commit": sha or None, "dirty": bool or None}`` for the repository holding ``folder``.
+
+    ``dirty`` is True when tracked files differ from the commit, so the commit alone does not
+    reproduce the run.
+    """
+    folder = Path(folder)
+    commit = _git(folder, "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    changes = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(changes) if changes is not None else None}
 
 
 def log_run_config(cfg: DictConfig, trainer, source_folder) -> dict:
@@ -169,8 +187,6 @@ def check_checkpoint(cfg: DictConfig, ckpt_path: str | None) -> None:
     if ckpt_path is None:
         return
     import torch
-
-    from gdl.training.checkpoint_task import WrongTaskError, check_task
 
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)

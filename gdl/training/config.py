@@ -1,9 +1,12 @@
-"""Checks of a composed run configuration that fail before training starts, naming the key at fault.
+"""The run configuration: the OmegaConf resolvers its files use, and the checks of a composed config.
 
-Hydra already rejects unknown top-level keys (``foo=1``). These checks cover what it cannot see:
-targets that do not import, keys that the target's constructor does not take, values of the wrong
-type for the constructor's annotation, values out of range for parameters whose range is known by
-name (``max_epochs``, ``batch_size``, ``lr`` ...), data files and folders that do not exist, and the
+``${gdl_run_name:}`` (registered by :func:`register_resolvers`) is the chosen experiment's name.
+
+The checks fail before training starts, naming the key at fault. Hydra already rejects unknown
+top-level keys (``foo=1``); :func:`check_config` covers what it cannot see: targets that do not
+import, keys that the target's constructor does not take, values of the wrong type for the
+constructor's annotation, values out of range for parameters whose range is known by name
+(``max_epochs``, ``batch_size``, ``lr`` ...), data files and folders that do not exist, and the
 run-level settings. Every error reads ``<key>: <what is wrong> (got <value>)``.
 """
 
@@ -21,11 +24,26 @@ from typing import Any, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gdl.training.config_errors import ConfigError
+from gdl.training.errors import ConfigError
 
 _PATH_KEY = re.compile(r"(^|_)(dir|root|folder|path)$")
 _OUTPUT_KEY = re.compile(r"^(cache|output|log|save|out)_")
 _SCALARS = (bool, int, float, str)
+
+
+def run_name() -> str:
+    """The chosen experiment's name, else the data config's name: the folder of a run under ``logs/``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "train"
+    choices = HydraConfig.get().runtime.choices
+    return choices.get("experiment") or choices.get("data") or "train"
+
+
+def register_resolvers() -> None:
+    """Register ``${gdl_run_name:}``; safe to call more than once."""
+    OmegaConf.register_new_resolver("gdl_run_name", run_name, replace=True)
 
 
 def _at_least(low: float, note: str = ""):
