@@ -122,3 +122,15 @@ def test_a_flow_checkpoint_rebuilds_its_network_wherever_it_lies(tmp_path, gener
     with pytest.raises(ValueError, match="do not fit the network built from FlowPyramid's defaults"):
         load_flow_model(path)
     assert load_flow_model(path, channels=(8, 16), k=8, hidden_units=4, backend="torch").config == task.model.config
+
+
+def test_a_checkpoint_of_another_task_is_refused_in_one_line(tmp_path):
+    from gdl.tasks.checkpoint_task import WrongTaskError
+    from gdl.tasks.flow import load_flow_model
+
+    path = tmp_path / "site.ckpt"
+    torch.save({"state_dict": {"model.weight": torch.zeros(1)}, "gdl_task": {"class": "gdl.tasks.protein_site.ProteinSiteTask", "name": "protein_site"}}, path)
+    with pytest.raises(WrongTaskError, match=r"site\.ckpt: this is a protein_site checkpoint \(gdl\.tasks\.protein_site\.ProteinSiteTask\), not a FlowTask one$"):
+        load_flow_model(path)
+    with pytest.raises(FileNotFoundError, match="none.ckpt: no such checkpoint file"):
+        load_flow_model(tmp_path / "none.ckpt")
