@@ -14,20 +14,14 @@ import time
 import warnings
 from pathlib import Path
 
-from gdl.data.pdb import read_pdb
-
-SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
-
-
-def structure_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().removesuffix(".gz").endswith(SUFFIXES))
+from gdl.data.pdb import read_pdb, structure_files
 
 
 def main(argv=None) -> int:
     folders = [Path(f) for f in (argv if argv is not None else sys.argv[1:])]
     if not folders:
         sys.exit("usage: python benchmarks/read_structures.py FOLDER [FOLDER ...]")
-    files = [f for folder in folders for f in structure_files(folder)]
+    files = structure_files(folders)
     read, atoms, failed, start = 0, 0, 0, time.perf_counter()
     for path in files:
         try:

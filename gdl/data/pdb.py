@@ -75,6 +75,22 @@ class Atoms:
         ).reshape(-1, 2)
 
 
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
+
+
+def structure_files(paths) -> list[Path]:
+    """``paths`` with each folder replaced by the structure files under it (``*.pdb``, ``*.ent``,
+    ``*.cif``, ``*.mmcif``, optionally gzipped; recursively, sorted). Files are kept as given."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.is_file() and p.name.lower().removesuffix(".gz").endswith(STRUCTURE_SUFFIXES))
+            files.extend(sorted(found))
+        else:
+            files.append(path)
+    return files
+
+
 def is_mmcif(path) -> bool:
     """Whether ``path`` names an mmCIF file (``.cif``, ``.mmcif``, optionally ``.gz``)."""
     name = Path(path).name.lower().removesuffix(".gz")
