@@ -96,7 +96,8 @@ def predict_sites(path, model: DMaSIF, out) -> tuple[dict[str, Path], list[Resid
     centre = atoms.coords.mean(0)
     coords = atoms.coords - centre
     with torch.no_grad():
-        surface = model.surface(coords, atoms.types, None, atoms.residue_properties())
+        generator = torch.Generator().manual_seed(0)  # the same file gives the same surface, run after run
+        surface = model.surface(coords, atoms.types, None, atoms.residue_properties(), generator=generator)
         scores = torch.sigmoid(model(surface, coords, atoms.types)).numpy()
     points = (surface.points + centre).numpy()
     residues = residue_scores(points, scores, atoms)
