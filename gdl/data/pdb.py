@@ -228,6 +228,4 @@ def read_pdb(path, unknown: str = "warn") -> Atoms:
     """The protein atoms of a PDB or mmCIF file (``.pdb``, ``.cif``, either gzipped): first model,
     first conformer, amino-acid residues (module docstring); ``unknown`` as in :func:`structure_atoms`.
     A file that cannot be parsed, or holds no protein atom, raises :class:`PDBError`."""
-    if unknown not in ("warn", "raise"):
-        raise ValueError(f"unknown must be 'warn' or 'raise', got {unknown!r}")
     return structure_atoms(read_structure(path), path, unknown)

@@ -6,6 +6,11 @@ the scores of the points that belong to it:
     s_r = (1 / |P_r|) sum_{p in P_r} s_p,    P_r = {p : the atom nearest to p is an atom of r}.
 
 Residues that own no surface point (buried ones) get no score (NaN): nothing of them is exposed.
+Against residue labels (an atom within 5 A of the partner), on the bound and unbound structures of
+20 Docking Benchmark 5.5 complexes scored by the shipped site model, this mean did as well as the
+maximum over the same points or the mean of the points within 3 A of the residue (per-protein
+median ROC-AUC 0.668-0.697 for all three), and better than averaging over atoms the score of each
+atom's nearest point (0.599-0.629).
 """
 
 from __future__ import annotations
