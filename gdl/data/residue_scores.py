@@ -40,8 +40,8 @@ class ResidueScore:
 
     @property
     def label(self) -> str:
-        """``A:52A TYR``: chain, number and insertion code, residue name."""
-        return f"{self.chain}:{self.number}{self.insertion} {self.name}"
+        """``A:52A TYR``: chain, number and insertion code, residue name (``52A TYR`` without a chain)."""
+        return f"{self.chain + ':' if self.chain else ''}{self.number}{self.insertion} {self.name}"
 
 
 def residue_scores(points: np.ndarray, scores: np.ndarray, atoms: Atoms) -> list[ResidueScore]:
