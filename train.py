@@ -33,4 +33,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     from gdl.training.hydra_errors import run_reporting_hydra_errors
 
-    run_reporting_hydra_errors(main)
+    run_reporting_hydra_errors(main, ROOT / "configs", "train")

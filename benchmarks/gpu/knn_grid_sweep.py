@@ -15,7 +15,7 @@ import statistics
 import torch
 
 import gdl.ops
-from gdl.ops.backend import import_pykeops
+from gdl.ops.core.backend import import_pykeops
 from gdl.ops.knn import pairwise_distance
 
 K = 16

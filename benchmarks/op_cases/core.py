@@ -13,7 +13,7 @@ import math
 import torch
 
 import gdl.ops
-from gdl.ops.backend import import_pykeops
+from gdl.ops.core.backend import import_pykeops
 
 try:
     from benchmarks.case import Case

@@ -63,7 +63,7 @@ def timed(make_op, call, n, device, mode):
 
 def raw_keops_curvature_sums(x, normals, scale):
     """sum_j w_ij [1, d d^T, e d^T] with d = x_j - x_i, e = n_j - n_i: the sums curvatures needs."""
-    from gdl.ops.backend import import_pykeops
+    from gdl.ops.core.backend import import_pykeops
 
     LazyTensor = import_pykeops().LazyTensor
     d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])

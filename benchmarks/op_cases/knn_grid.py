@@ -43,7 +43,7 @@ def gdl_knn(kind, n, device, method, backend):
 
 def raw_keops(kind, n, device):
     def setup():
-        from gdl.ops.backend import import_pykeops
+        from gdl.ops.core.backend import import_pykeops
 
         LazyTensor = import_pykeops().LazyTensor
         x = make_cloud(kind, n, device)

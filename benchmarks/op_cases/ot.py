@@ -59,7 +59,7 @@ def gdl_loss(solver: str):
 
 
 def geomloss_loss(solver: str):
-    from gdl.ops.backend import import_pykeops
+    from gdl.ops.core.backend import import_pykeops
 
     import_pykeops()  # makes the C++ runtime global before GeomLoss imports pykeops
     from geomloss import SamplesLoss

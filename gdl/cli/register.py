@@ -15,7 +15,6 @@ change the preset (``configs/registration/<preset>.yaml``). Progress lines go to
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gdl.command_line import ArgumentParser, plural
 from gdl.data.dirlab import read_xyz
 from gdl.data.pointclouds import read_points, write_points
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, presets
@@ -81,7 +81,7 @@ def write_query(path: Path, points: np.ndarray, suffix: str) -> Path:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m gdl.cli.register", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m gdl.cli.register", description=__doc__)
     parser.add_argument("source", help="moving point cloud (.vtk, .ply or .npy)")
     parser.add_argument("target", help="fixed point cloud (.vtk, .ply or .npy)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. registration.finetune.blurs=[0.03,0.01]")
@@ -92,7 +92,8 @@ def parse_args(argv):
     parser.add_argument("--preset", default="kitti", help="configs/registration/<preset>.yaml: kitti (metre-scale scenes) or lung (unit-scale trees)")
     parser.add_argument("--query", default=None, help="points to warp too: x y z rows (.txt) or .npy/.ply/.vtk")
     parser.add_argument("--weights", default="weights", help="point data used as transport masses, or 'none' for uniform masses")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=device, help=f"torch device to register on, e.g. cpu, cuda, cuda:1 (default: {device})")
     args = parser.parse_intermixed_args(argv)
     choices = [p for p in presets() if not p.endswith("_lddmm")]
     if args.preset not in choices:
@@ -118,8 +119,8 @@ def main(argv=None) -> int:
         ).to(args.device)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    report("register", f"{args.preset} preset, steps {','.join(pipeline.steps)}, {len(source)} -> {len(target)} points, "
+        return 1
+    report("register", f"{args.preset} preset, steps {','.join(pipeline.steps)}, {len(source):,} -> {plural(len(target), 'point')}, "
            f"masses: {'point data ' + repr(weights) if masses[0] is not None else 'uniform'}, device {args.device}")
     device = torch.device(args.device)
     a, b = (None if m is None else torch.from_numpy(m).to(device=device, dtype=torch.float32) for m in masses)

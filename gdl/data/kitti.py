@@ -5,22 +5,24 @@ x right, y up, z forward) whose rows correspond, so that the ground-truth flow i
 FlowNet3D layout: a ``.npz`` file with ``pos1`` (N, 3), ``pos2`` (M, 3) and ``gt`` (N, 3), the flow
 of ``pos1``.
 
-Protocol: drop ground points (y < -1.4) and far points (z >= 35 m), then draw ``num_points`` points
-of each frame independently (without replacement when there are enough, all points when None).
-For corresponding rows a point is dropped when either of its two positions fails a test.
+Protocol: drop ground points (y < ``ground_height`` = -1.4 m) and far points (z >= ``max_depth`` =
+35 m), then draw ``num_points`` points of each frame independently (without replacement when there
+are enough, all points when None). For corresponding rows a point is dropped when either of its two
+positions fails a test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gdl.data.synthetic import SyntheticFlowDataModule, sample_folder
+from gdl.data.synthetic import SyntheticDeformation, SyntheticFlowDataModule, sample_folder
 
-GROUND_HEIGHT = -1.4
-MAX_DEPTH = 35.0
+GROUND_HEIGHT = -1.4  # m: the standard protocol's ground cut (y up)
+MAX_DEPTH = 35.0  # m: the standard protocol's depth cut (z forward)
 
 
 @dataclass
@@ -89,8 +91,8 @@ def list_scene_pairs(root) -> list[Path]:
     return pairs
 
 
-def _kept(points: np.ndarray) -> np.ndarray:
-    return (points[:, 1] >= GROUND_HEIGHT) & (points[:, 2] < MAX_DEPTH)
+def _kept(points: np.ndarray, ground_height: float, max_depth: float) -> np.ndarray:
+    return (points[:, 1] >= ground_height) & (points[:, 2] < max_depth)
 
 
 def _draw(n: int, num_points: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -99,15 +101,19 @@ def _draw(n: int, num_points: int | None, rng: np.random.Generator) -> np.ndarra
     return rng.choice(n, num_points, replace=False)
 
 
-def standard_protocol(pair: ScenePair, num_points: int | None = 8192, seed: int = 0) -> ScenePair:
-    """Remove ground and far points, then sample ``num_points`` of each frame independently."""
+def standard_protocol(
+    pair: ScenePair, num_points: int | None = 8192, seed: int = 0, ground_height: float = GROUND_HEIGHT, max_depth: float = MAX_DEPTH
+) -> ScenePair:
+    """Remove ground (y < ``ground_height``) and far (z >= ``max_depth``) points, then sample
+    ``num_points`` of each frame independently, reproducibly from ``seed``."""
     rng = np.random.default_rng(seed)
+    cut = dict(ground_height=ground_height, max_depth=max_depth)
     corresponding = pair.source.shape == pair.target.shape and np.allclose(pair.source + pair.flow, pair.target)
     if corresponding:
-        keep = _kept(pair.source) & _kept(pair.target)
+        keep = _kept(pair.source, **cut) & _kept(pair.target, **cut)
         keep_source, keep_target = keep, keep
     else:
-        keep_source, keep_target = _kept(pair.source) & _kept(pair.source + pair.flow), _kept(pair.target)
+        keep_source, keep_target = _kept(pair.source, **cut) & _kept(pair.source + pair.flow, **cut), _kept(pair.target, **cut)
     source, flow, target = pair.source[keep_source], pair.flow[keep_source], pair.target[keep_target]
     if len(source) == 0 or len(target) == 0:
         raise ValueError(f"pair {pair.name}: no point is left after removing ground and far points")
@@ -119,21 +125,41 @@ class KittiFlowDataModule(SyntheticFlowDataModule):
     """Synthetic deformations of real KITTI frames for training; real pairs for validation and test.
 
     Training deforms the first frame of each pair (ground and far points removed); validation and
-    test use the real pairs under the standard protocol with ``num_points`` points per frame.
-    ``data_dir`` defaults to the sample shipped in ``gdl/samples/kitti``.
+    test use the real pairs under the standard protocol with ``num_points`` points per frame, drawn
+    from ``eval_seed``. ``data_dir`` defaults to the sample shipped in ``gdl/samples/kitti``; the
+    other parameters are those of :class:`SyntheticFlowDataModule` (``mm_per_unit`` 1000: the frames
+    are in metres).
     """
 
-    def __init__(self, data_dir=None, **options):
-        super().__init__(**options)
+    def __init__(
+        self,
+        data_dir=None,
+        num_points: int = 2048,
+        deformation: Callable[..., SyntheticDeformation] | None = None,
+        train_length: int = 16,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        ground_height: float = GROUND_HEIGHT,
+        max_depth: float = MAX_DEPTH,
+        eval_seed: int = 0,
+        mm_per_unit: float = 1000.0,
+    ):
+        super().__init__(num_points, deformation, train_length, batch_size, num_workers, mm_per_unit)
         self.data_dir = Path(data_dir) if data_dir is not None else sample_folder("kitti")
+        self.ground_height, self.max_depth, self.eval_seed = ground_height, max_depth, eval_seed
 
     def training_clouds(self):
         clouds = []
         for path in list_scene_pairs(self.data_dir):
             pair = read_scene_pair(path)
-            clouds.append(pair.source[_kept(pair.source) & _kept(pair.target)])
+            cut = dict(ground_height=self.ground_height, max_depth=self.max_depth)
+            keep = _kept(pair.source, **cut) & _kept(pair.target, **cut)
+            clouds.append(pair.source[keep])
         return clouds
 
     def evaluation_pairs(self):
-        pairs = [standard_protocol(read_scene_pair(p), self.num_points) for p in list_scene_pairs(self.data_dir)]
+        pairs = [
+            standard_protocol(read_scene_pair(p), self.num_points, self.eval_seed, self.ground_height, self.max_depth)
+            for p in list_scene_pairs(self.data_dir)
+        ]
         return [(p.source, p.target, p.flow) for p in pairs]

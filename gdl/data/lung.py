@@ -1,23 +1,23 @@
 """DirLab COPD lung vessel trees: the VTK pair of a case and its synthetic-recovery DataModule.
 
 A case folder holds ``<case>_source.vtk`` (expiration) and ``<case>_target.vtk`` (inspiration),
-POLYDATA point sets with per-point ``weights``, in normalised units (1 unit = 100 mm). DirLab
-landmarks (1-based voxel indices v, spacing s) map to these units as ((v - 1) s - origin) / 100 for
-the ``origin`` (mm) of the clouds' frame.
+POLYDATA point sets with per-point ``weights``, in normalised units (``mm_per_unit`` = 100 mm, the
+data config's value, which the flow task reads too). DirLab landmarks (1-based voxel indices v,
+spacing s) map to these units as ((v - 1) s - origin) / mm_per_unit for the ``origin`` (mm) of the
+clouds' frame.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from gdl.data.dirlab import read_landmarks, voxel_spacing, voxels_to_mm
 from gdl.data.pointclouds import read_points
-from gdl.data.synthetic import SyntheticFlowDataModule, SyntheticPairs, sample_folder
-
-MM_PER_UNIT = 100.0
+from gdl.data.synthetic import SyntheticDeformation, SyntheticFlowDataModule, SyntheticPairs, sample_folder
 
 
 def read_lung_pair(folder, case: str = "copd1"):
@@ -39,9 +39,10 @@ class LungFlowDataModule(SyntheticFlowDataModule):
     deformations fixed by ``eval_seed``, so that the recovery error (in mm) is comparable across
     epochs. ``data_dir`` defaults to the copd1 sample shipped in ``gdl/samples/lung``.
 
-    With ``breathing`` (keyword arguments of :class:`BreathingDeformation`), the pairs are realistic
-    breathing deformations of the expiration tree (expansion, diaphragm, resampling, missing
-    branches) instead of the generic ``deformation`` of the inspiration tree.
+    With ``breathing`` (a :class:`BreathingDeformation` awaiting ``num_points``: a config node with
+    ``_partial_: true``), the pairs are realistic breathing deformations of the expiration tree
+    (expansion, diaphragm, resampling, missing branches) instead of the generic ``deformation`` of
+    the inspiration tree. The other parameters are those of :class:`SyntheticFlowDataModule`.
 
     With ``landmarks_dir`` (holding ``<case>_300_eBH_xyz_r1.txt`` and ``<case>_300_iBH_xyz_r1.txt``)
     and the ``landmarks_origin_mm`` of the clouds' frame, validation also registers the real
@@ -56,11 +57,16 @@ class LungFlowDataModule(SyntheticFlowDataModule):
         eval_seed: int = 0,
         landmarks_dir=None,
         landmarks_origin_mm=(0.0, 0.0, 0.0),
-        breathing: dict | None = None,
-        **options,
+        breathing: Callable[..., BreathingDeformation] | None = None,
+        mm_per_unit: float = 100.0,
+        num_points: int = 2048,
+        deformation: Callable[..., SyntheticDeformation] | None = None,
+        train_length: int = 16,
+        batch_size: int = 2,
+        num_workers: int = 0,
     ):
-        super().__init__(**options)
-        self.breathing = None if breathing is None else BreathingDeformation(num_points=self.num_points, **breathing)
+        super().__init__(num_points, deformation, train_length, batch_size, num_workers, mm_per_unit)
+        self.breathing = None if breathing is None else breathing(num_points=num_points)
         self.data_dir = Path(data_dir) if data_dir is not None else sample_folder("lung")
         self.case = case
         self.eval_length, self.eval_seed = eval_length, eval_seed
@@ -99,7 +105,7 @@ class LungFlowDataModule(SyntheticFlowDataModule):
     def landmarks_in_units(self, phase: str) -> np.ndarray:
         """The (300, 3) landmarks of ``phase`` "eBH" (expiration) or "iBH" (inspiration), in cloud units."""
         voxels = read_landmarks(self.landmarks_dir / f"{self.case}_300_{phase}_xyz_r1.txt")
-        return (voxels_to_mm(voxels, voxel_spacing(self.case)) - self.landmarks_origin_mm) / MM_PER_UNIT
+        return (voxels_to_mm(voxels, voxel_spacing(self.case)) - self.landmarks_origin_mm) / self.mm_per_unit
 
     def landmark_pairs(self):
         if self.landmarks_dir is None:
@@ -208,7 +214,7 @@ class BreathingDeformation:
         import torch
 
         from gdl.data.synthetic import SyntheticPair
-        from gdl.ops.checks import check_points
+        from gdl.ops.core.checks import check_points
 
         check_points("points", points, dim=3)
         thin = torch.ones(points.shape[0], dtype=torch.bool) if weights is None else torch.as_tensor(weights) < torch.as_tensor(weights).median()

@@ -16,6 +16,7 @@ uniform points in the bounding box. Ground truth: flow = phi(source) - source.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from torch_geometric.data import Data
 
 import gdl.ops
-from gdl.ops.checks import check_points
+from gdl.ops.core.checks import check_points
 
 
 @dataclass
@@ -165,17 +166,27 @@ class SyntheticFlowDataModule(lightning.LightningDataModule):
 
     Subclasses give ``training_clouds()`` (a list of (N, 3) arrays) and ``evaluation_pairs()``
     (a list of (source, target, flow) arrays). Training draws ``train_length`` fresh pairs per
-    epoch with ``deformation`` (keyword arguments of :class:`SyntheticDeformation`), ``num_points``
-    points per cloud; batches are
-    PyG batches with ``source``, ``target``, ``flow``, ``source_batch`` and ``target_batch``.
+    epoch with ``deformation(num_points=num_points)``, ``num_points`` points per cloud
+    (``deformation``: a :class:`SyntheticDeformation` awaiting ``num_points``, a config node with
+    ``_partial_: true`` or ``functools.partial(SyntheticDeformation, ...)``; default settings when
+    None); batches are PyG batches with ``source``, ``target``, ``flow``, ``source_batch`` and
+    ``target_batch``. ``mm_per_unit``: the size of a cloud unit in mm (errors reported in mm).
     """
 
     def __init__(
-        self, num_points: int = 2048, deformation: dict | None = None, train_length: int = 16, batch_size: int = 2, num_workers: int = 0
+        self,
+        num_points: int = 2048,
+        deformation: Callable[..., SyntheticDeformation] | None = None,
+        train_length: int = 16,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        mm_per_unit: float = 1.0,
     ):
         super().__init__()
-        self.num_points = num_points
-        self.deformation = SyntheticDeformation(num_points=num_points, **(deformation or {}))
+        if not mm_per_unit > 0:
+            raise ValueError(f"mm_per_unit must be a positive number of mm, got {mm_per_unit!r}")
+        self.num_points, self.mm_per_unit = num_points, float(mm_per_unit)
+        self.deformation = (deformation or SyntheticDeformation)(num_points=num_points)
         self.train_length, self.batch_size, self.num_workers = train_length, batch_size, num_workers
         self.train_set = self.eval_set = None
         self.landmark_set = []

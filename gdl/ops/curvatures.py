@@ -2,63 +2,25 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS, Operator, row_chunks
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_points, check_positive
-from gdl.ops.locality import check_truncate, local_pairs
-from gdl.ops.normals import check_unit_normals
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_points, check_positive
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.normals import check_unit_normals, gaussian_weight
+from gdl.ops.core.registry import register
 from gdl.ops.tangent_frames import tangent_basis
+from gdl.ops.core.window import concat, outer, window
 
 
-def shape_moments(
-    x: torch.Tensor, normals: torch.Tensor, scale: float, pair, backend: str, local=None
-) -> torch.Tensor:
-    """Window sums sum_j w_ij [1, d_ij d_ij^T, e_ij d_ij^T] of shape (N, 19), with
-    d_ij = x_j - x_i, e_ij = n_j - n_i, w_ij = exp(-|d_ij|^2 / (2 scale^2)), over the item of i
-    (over the pairs of ``local``, :mod:`gdl.ops.locality`, when given)."""
-    gamma = 1 / (2 * scale**2)
-    if backend == "keops":
-        if local is not None:
-            p = local.perm_x
-            return _lazy_shape_moments(x[p], normals[p], gamma, local.keops_ranges())[local.inverse_x]
-        return _lazy_shape_moments(x, normals, gamma, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-    if local is not None:
-        moments = x.new_zeros(x.shape[0], 19)
-        for i, j in local.pairs(x, x, TORCH_BLOCK_ELEMENTS // 19):
-            d, e = x[j] - x[i], normals[j] - normals[i]
-            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
-            dd = (d[:, None, :] * d[:, :, None]).flatten(-2)
-            ed = (d[:, None, :] * e[:, :, None]).flatten(-2)
-            moments = moments.index_add(0, i, torch.cat([w, w * dd, w * ed], -1))
-        return moments
-    blocks = []
-    for _, sx, _ in pair.item_slices():
-        xs, ns = x[sx], normals[sx]
-        for rows in row_chunks(xs.shape[0], 19 * xs.shape[0]):
-            d = xs[None, :, :] - xs[rows, None, :]
-            e = ns[None, :, :] - ns[rows, None, :]
-            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
-            dd = (d[..., None, :] * d[..., :, None]).flatten(-2)
-            ed = (d[..., None, :] * e[..., :, None]).flatten(-2)
-            blocks.append(torch.cat([w, w * dd, w * ed], -1).sum(1))
-    return torch.cat(blocks, 0)
-
-
-def _lazy_shape_moments(x, normals, gamma, ranges):
-    LazyTensor = import_pykeops().LazyTensor
-    d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
-    e = LazyTensor(normals[None, :, :]) - LazyTensor(normals[:, None, :])
-    w = (-LazyTensor(x.new_tensor([gamma])) * (d**2).sum(-1)).exp()
-    wd = w * d
-    terms = w.concat(wd * d[0]).concat(wd * d[1]).concat(wd * d[2])
-    terms = terms.concat(wd * e[0]).concat(wd * e[1]).concat(wd * e[2])
-    if ranges is not None:
-        terms.ranges = ranges
-    return terms.sum(dim=1)
+def _shape_terms(x_i, n_i, x_j, n_j, scale: float):
+    """w_ij [1, d_ij d_ij^T, e_ij d_ij^T] (19 features), d_ij = x_j - x_i, e_ij = n_j - n_i."""
+    d, e = x_j - x_i, n_j - n_i
+    w = gaussian_weight(d, scale)
+    return concat(w, w * outer(d, d), w * outer(e, d))
 
 
 @register("curvatures")
@@ -78,7 +40,7 @@ class Curvatures(Operator):
     factor 1 / (1 + reg). Invariant to rigid motions, differentiable in x and normals.
 
     ``truncate`` = t (None: every pair) drops, at each scale, the pairs farther apart than
-    t * scale (:mod:`gdl.ops.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
+    t * scale (:mod:`gdl.ops.core.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
     (t = 4: 3.4e-4, t = 5: 3.7e-6), and
     each dropped term of a second moment below t^2 exp(-t^2 / 2) scale^2 (t = 4: 5.4e-3 scale^2,
     t = 5: 9.3e-5 scale^2): t = 5 keeps the fit within about 1e-4 of the exact one. Scales whose window covers an item run the plain sum.
@@ -108,10 +70,8 @@ class Curvatures(Operator):
         eye = torch.eye(2, dtype=x.dtype, device=x.device)
         results = []
         for scale in self.scales:
-            local = None
-            if self.truncate is not None:
-                local = local_pairs(x, x, pair, batch, batch, self.truncate * scale)
-            moments = shape_moments(x, normals, scale, pair, backend, local)
+            win = window(x, x, pair, batch, batch, backend, self.truncate, scale)
+            moments = win.sum(partial(_shape_terms, scale=scale), i=[x, normals], j=[x, normals], width=19)
             weight = moments[:, :1, None]
             dd = moments[:, 1:10].view(-1, 3, 3) / weight
             ed = moments[:, 10:].view(-1, 3, 3) / weight

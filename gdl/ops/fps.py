@@ -6,17 +6,19 @@ import math
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import item_bounds, num_items
-from gdl.ops.checks import check_batch, check_choice, check_points, check_positive
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import item_bounds, num_items
+from gdl.ops.core.checks import check_batch, check_choice, check_points, check_positive
+from gdl.ops.core.registry import register
 
 METHODS = ("auto", "greedy", "fpsample")
 
 
 @register("fps")
 class FPS(Operator):
-    r"""Farthest point sampling: greedy indices s_1, s_2, ... in each batch item, with
+    r"""Farthest point sampling: in each batch item, greedy indices, each the point farthest from those before.
+
+    The indices s_1, s_2, ... of an item satisfy
 
         s_{t+1} = argmax_i min_{u <= t} |x_i - x_{s_u}|
 

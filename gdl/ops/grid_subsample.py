@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.checks import check_batch, check_points, check_positive, check_values
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.checks import check_batch, check_points, check_positive, check_values
+from gdl.ops.core.registry import register
 
 
 @register("grid_subsample")

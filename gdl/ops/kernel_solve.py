@@ -6,11 +6,11 @@ import warnings
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.checks import check_batch, check_points, check_values
+from gdl.ops.core.base import Operator
+from gdl.ops.core.checks import check_batch, check_points, check_values
 from gdl.ops.kernel_conv import KernelConv
-from gdl.ops.kernels import check_kernel, check_sigmas
-from gdl.ops.registry import register
+from gdl.ops.core.kernels import check_kernel, check_sigmas
+from gdl.ops.core.registry import register
 
 
 def conjugate_gradient(matvec, b: torch.Tensor, tol: float, max_iter: int):
@@ -71,7 +71,7 @@ class _KernelSolve(torch.autograd.Function):
 class KernelSolve(Operator):
     r"""Solves (alpha Id + K_xx) a = b with K_xx[i, j] = k(x_i, x_j) for x_i, x_j in the same item.
 
-    ``k`` is a positive definite radial kernel of :mod:`gdl.ops.kernels` (gaussian, laplacian,
+    ``k`` is a positive definite radial kernel of :mod:`gdl.ops.core.kernels` (gaussian, laplacian,
     cauchy, inverse_multiquadric; sums over a list of ``sigma``), ``alpha >= 0`` the ridge. Conjugate
     gradient, one kernel product (:class:`gdl.ops.kernel_conv.KernelConv`, KeOps or chunked torch)
     per iteration, until |b - (alpha Id + K) a| <= tol |b| for every column of b or ``max_iter``

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import Operator, row_chunks
-from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.block_sparse import MAX_DIM, grid_knn
-from gdl.ops.checks import (
+from gdl.ops.core.backend import import_pykeops
+from gdl.ops.core.base import Operator, row_chunks
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core.block_sparse import MAX_DIM, grid_knn
+from gdl.ops.core.checks import (
     check_batch,
     check_choice,
     check_pair,
@@ -16,8 +16,8 @@ from gdl.ops.checks import (
     check_positive,
     check_same_device_dtype,
 )
-from gdl.ops.kdtree import kdtree_search
-from gdl.ops.registry import register
+from gdl.ops.core.kdtree import kdtree_search
+from gdl.ops.core.registry import register
 
 METRICS = ("euclidean", "manhattan", "cosine")
 METHODS = ("auto", "brute", "grid", "kdtree")
@@ -58,8 +58,8 @@ class KNN(Operator):
     With ``exclude_self`` (only when y is None) a point is never its own neighbour.
 
     ``method="brute"`` compares every pair of the same item; ``"grid"`` (D <= 3 only) is the exact
-    block-sparse search of :mod:`gdl.ops.block_sparse`, which only visits the voxels that can hold
-    a neighbour; ``"kdtree"`` is an exact KD-tree search per batch item (:mod:`gdl.ops.kdtree`:
+    block-sparse search of :mod:`gdl.ops.core.block_sparse`, which only visits the voxels that can hold
+    a neighbour; ``"kdtree"`` is an exact KD-tree search per batch item (:mod:`gdl.ops.core.kdtree`:
     pykdtree, or scipy's cKDTree for manhattan; it runs on the CPU, other devices' points are
     copied there). ``"auto"`` picks the KD-tree on the CPU for D <= 3, and on a GPU the grid for
     large low-dimensional clouds, brute force otherwise. All methods return the same neighbours

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.checks import check_points, check_values
+from gdl.ops.core.base import Operator
+from gdl.ops.core.checks import check_points, check_values
 from gdl.ops.nadaraya_watson import NadarayaWatson
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
 
 
 @register("local_linear")
 class LocalLinear(Operator):
-    r"""values_query_i = b_i, where (A_i, b_i) minimise
+    r"""Local linear regression: at each query, the value of the kernel-weighted affine fit of the values around it.
+
+    values_query_i = b_i, where (A_i, b_i) minimise
 
         sum_j w_j k(x_i, y_j) |v_j - b_i - A_i (y_j - x_i)|^2 + ridge * sigma^2 * W_i |A_i|_F^2,
 

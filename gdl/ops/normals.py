@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS, Operator, row_chunks
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
-from gdl.ops.locality import check_truncate, local_pairs
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_finite, check_points, check_positive, check_same_device_dtype
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import concat, outer, sqnorm, window
 
 # How far from 1 the length of a "unit" normal may be before it is rejected.
 UNIT_TOLERANCE = 1e-3
@@ -33,47 +35,27 @@ def check_unit_normals(name: str, normals, x: torch.Tensor) -> torch.Tensor:
     return normals
 
 
-def gaussian_moments(x: torch.Tensor, scale: float, pair, backend: str, local=None) -> torch.Tensor:
-    """Window sums m_i = sum_j w_ij [1, d_ij, d_ij d_ij^T] of shape (N, 13), d_ij = x_j - x_i,
-    w_ij = exp(-|d_ij|^2 / (2 scale^2)), over the points j of the batch item of i (over the pairs
-    of ``local``, :mod:`gdl.ops.locality`, when given)."""
-    gamma = 1 / (2 * scale**2)
-    if backend == "keops":
-        if local is not None:
-            return _lazy_moments(x[local.perm_x], gamma, local.keops_ranges())[local.inverse_x]
-        return _lazy_moments(x, gamma, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-    if local is not None:
-        moments = x.new_zeros(x.shape[0], 13)
-        for i, j in local.pairs(x, x, TORCH_BLOCK_ELEMENTS // 13):
-            d = x[j] - x[i]
-            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
-            outer = (d[:, :, None] * d[:, None, :]).flatten(-2)
-            moments = moments.index_add(0, i, torch.cat([w, w * d, w * outer], -1))
-        return moments
-    blocks = []
-    for _, sx, _ in pair.item_slices():
-        xs = x[sx]
-        for rows in row_chunks(xs.shape[0], 13 * xs.shape[0]):
-            d = xs[None, :, :] - xs[rows, None, :]
-            w = torch.exp(-gamma * (d**2).sum(-1, keepdim=True))
-            outer = (d[..., :, None] * d[..., None, :]).flatten(-2)
-            blocks.append(torch.cat([w, w * d, w * outer], -1).sum(1))
-    return torch.cat(blocks, 0)
+def gaussian_weight(d, scale: float):
+    """w = exp(-|d|^2 / (2 scale^2)) for offsets d = x_j - x_i (a windowed term, :mod:`gdl.ops.core.window`)."""
+    return (-(1 / (2 * scale**2)) * sqnorm(d)).exp()
 
 
-def _lazy_moments(x, gamma, ranges):
-    LazyTensor = import_pykeops().LazyTensor
-    d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
-    w = (-LazyTensor(x.new_tensor([gamma])) * (d**2).sum(-1)).exp()
-    terms = w.concat(w * d).concat(w * d * d[0]).concat(w * d * d[1]).concat(w * d * d[2])
-    if ranges is not None:
-        terms.ranges = ranges
-    return terms.sum(dim=1)
+def _weight(x_i, x_j, scale: float):
+    return gaussian_weight(x_j - x_i, scale)
+
+
+def _moment_terms(x_i, x_j, scale: float):
+    """w_ij [1, d_ij, d_ij d_ij^T] (13 features), d_ij = x_j - x_i."""
+    d = x_j - x_i
+    w = gaussian_weight(d, scale)
+    return concat(w, w * d, w * outer(d, d))
 
 
 @register("normals")
 class Normals(Operator):
-    r"""Unit normals n_i: the eigenvector of the smallest eigenvalue of the local covariance
+    r"""Unit normals n_i: the eigenvectors of the smallest eigenvalue of Gaussian-weighted local covariances.
+
+    n_i is the eigenvector of the smallest eigenvalue of the local covariance
 
         C_i = sum_j w_ij (x_j - m_i)(x_j - m_i)^T / sum_j w_ij,   m_i = sum_j w_ij x_j / sum_j w_ij,
         w_ij = exp(-|x_i - x_j|^2 / (2 scale^2)),
@@ -86,7 +68,7 @@ class Normals(Operator):
     Differentiable in x where the two smallest eigenvalues differ.
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * scale from every
-    window sum (:mod:`gdl.ops.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
+    window sum (:mod:`gdl.ops.core.locality`); each dropped weight is below exp(-t^2 / 2) of the peak
     (t = 4: 3.4e-4, t = 5: 3.7e-6), and
     each dropped term of a second moment below t^2 exp(-t^2 / 2) scale^2 (t = 4: 5.4e-3 scale^2,
     t = 5: 9.3e-5 scale^2): t = 5 keeps the fit within about 1e-4 of the exact one. Where an item fits within the cutoff, the plain sum runs.
@@ -114,17 +96,15 @@ class Normals(Operator):
         if orient_to is not None:
             self._check_orient_to(orient_to, x)
         pair = batch_pair(batch, batch, x.shape[0], x.shape[0], "batch", "batch")
-        backend = self.backend_for(x.device)
-        local = None
-        if self.truncate is not None:
-            local = local_pairs(x, x, pair, batch, batch, self.truncate * self.scale)
-        moments = gaussian_moments(x, self.scale, pair, backend, local)
+        win = window(x, x, pair, batch, batch, self.backend_for(x.device), self.truncate, self.scale)
+        # m_i = sum_j w_ij [1, d_ij, d_ij d_ij^T], d_ij = x_j - x_i.
+        moments = win.sum(partial(_moment_terms, scale=self.scale), i=[x], j=[x], width=13)
         weight, first, second = moments[:, :1], moments[:, 1:4], moments[:, 4:].view(-1, 3, 3)
         mean = first / weight
         covariance = second / weight[:, :, None] - mean[:, :, None] * mean[:, None, :]
         normals = torch.linalg.eigh(covariance).eigenvectors[:, :, 0]
         with torch.no_grad():
-            sign = self._orientation(x, normals.detach(), batch, pair, backend, orient_to, local)
+            sign = self._orientation(x, normals.detach(), batch, pair, win, orient_to)
         return normals * sign[:, None]
 
     @staticmethod
@@ -139,7 +119,7 @@ class Normals(Operator):
         check_same_device_dtype("orient_to", orient_to, x)
         check_finite("orient_to", orient_to)
 
-    def _orientation(self, x, normals, batch, pair, backend, orient_to, local):
+    def _orientation(self, x, normals, batch, pair, win, orient_to):
         """+1 or -1 per point."""
         if orient_to is not None:
             target = orient_to - x if orient_to.dim() == 1 else orient_to
@@ -152,42 +132,10 @@ class Normals(Operator):
             centroid = (sums / counts)[batch]
         sign = _sign((normals * (x - centroid)).sum(1))
         for _ in range(self.smoothing_steps):
-            votes = _window_sum(x, normals * sign[:, None], self.scale, pair, backend, local)
+            votes = win.sum(partial(_weight, scale=self.scale), i=[x], j=[x], values=normals * sign[:, None])
             sign = _sign((normals * votes).sum(1))
         return sign
 
 
 def _sign(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t < 0, -torch.ones_like(t), torch.ones_like(t))
-
-
-def _window_sum(x, values, scale, pair, backend, local):
-    """sum_j w_ij values_j with the Gaussian window of :func:`gaussian_moments`."""
-    gamma = 1 / (2 * scale**2)
-    if backend == "keops":
-        if local is not None:
-            p = local.perm_x
-            return _lazy_window_sum(x[p], values[p], gamma, local.keops_ranges())[local.inverse_x]
-        return _lazy_window_sum(x, values, gamma, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-    if local is not None:
-        total = values.new_zeros(values.shape)
-        for i, j in local.pairs(x, x):
-            w = torch.exp(-gamma * ((x[j] - x[i]) ** 2).sum(-1))
-            total = total.index_add(0, i, w[:, None] * values[j])
-        return total
-    blocks = []
-    for _, sx, _ in pair.item_slices():
-        xs = x[sx]
-        for rows in row_chunks(xs.shape[0], xs.shape[0]):
-            w = torch.exp(-gamma * ((xs[None, :, :] - xs[rows, None, :]) ** 2).sum(-1))
-            blocks.append(w @ values[sx])
-    return torch.cat(blocks, 0)
-
-
-def _lazy_window_sum(x, values, gamma, ranges):
-    LazyTensor = import_pykeops().LazyTensor
-    d2 = ((LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])) ** 2).sum(-1)
-    w = (-LazyTensor(x.new_tensor([gamma])) * d2).exp()
-    if ranges is not None:
-        w.ranges = ranges
-    return w @ values.contiguous()

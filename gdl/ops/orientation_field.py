@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import Operator, row_chunks
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_points, check_positive, check_values
-from gdl.ops.locality import LocalPairs, check_truncate, local_pairs
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_points, check_positive, check_values
+from gdl.ops.core.locality import check_truncate
 from gdl.ops.normals import UNIT_TOLERANCE, check_unit_normals
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import dot, sqnorm, window
 
 
 def check_frames(name: str, frames, normals: torch.Tensor) -> torch.Tensor:
@@ -44,40 +46,18 @@ def check_surface(x, normals, frames, features, in_channels: int, batch):
     return features
 
 
-def lazy_quasi_geodesic_window(x: torch.Tensor, normals: torch.Tensor, radius: float):
-    """(d_ij, w_ij) as KeOps LazyTensors, see :func:`quasi_geodesic_window`."""
-    LazyTensor = import_pykeops().LazyTensor
-    d = LazyTensor(x[None, :, :]) - LazyTensor(x[:, None, :])
-    cosine = (LazyTensor(normals[:, None, :]) * LazyTensor(normals[None, :, :])).sum(-1)
-    inverse_r2 = LazyTensor(x.new_tensor([1 / radius**2]))
-    w = (-(d**2).sum(-1) * (2 - cosine) ** 2 * inverse_r2).exp()
-    return d, w
+def quasi_geodesic_window(x_i, n_i, x_j, n_j, radius: float):
+    """d_ij = x_j - x_i and w_ij = exp(-|d_ij|^2 (2 - <n_i, n_j>)^2 / radius^2), a windowed term
+    (:mod:`gdl.ops.core.window`). As (2 - <n_i, n_j>)^2 >= 1, w_ij <= exp(-|d_ij|^2 / radius^2): a
+    window truncated at t * radius drops weights below exp(-t^2) of the peak 1 (t = 3: 1.2e-4;
+    2.5: 1.9e-3; 2: 1.8e-2)."""
+    d = x_j - x_i
+    return d, (-sqnorm(d) * (2 - dot(n_i, n_j)) ** 2 / radius**2).exp()
 
 
-def quasi_geodesic_window(x_rows, n_rows, x_cols, n_cols, radius: float):
-    """d_ij = x_j - x_i (rows, cols, 3) and w_ij = exp(-|d_ij|^2 (2 - <n_i, n_j>)^2 / radius^2)."""
-    d = x_cols[None, :, :] - x_rows[:, None, :]
-    cosine = n_rows @ n_cols.T
-    w = torch.exp(-(d**2).sum(-1) * (2 - cosine) ** 2 / radius**2)
-    return d, w
-
-
-def paired_quasi_geodesic_window(x, normals, i, j, radius: float):
-    """d_ij and w_ij of :func:`quasi_geodesic_window` for a list of pairs (i, j): (P, 3) and (P,)."""
-    d = x[j] - x[i]
-    cosine = (normals[i] * normals[j]).sum(-1)
-    return d, torch.exp(-(d**2).sum(-1) * (2 - cosine) ** 2 / radius**2)
-
-
-def quasi_geodesic_pairs(x, batch, pair, radius: float, truncate: float | None) -> LocalPairs | None:
-    """The pairs of a quasi-geodesic window truncated at ``truncate * radius`` (None: every pair).
-
-    (2 - <n_i, n_j>)^2 >= 1, so w_ij <= exp(-|x_j - x_i|^2 / radius^2): every dropped weight is
-    below exp(-truncate^2) of the peak 1 (truncate = 3: 1.2e-4; 2.5: 1.9e-3; 2: 1.8e-2).
-    """
-    if truncate is None:
-        return None
-    return local_pairs(x, x, pair, batch, batch, truncate * radius)
+def _direction_terms(x_i, n_i, x_j, n_j, s_j, radius: float):
+    d, w = quasi_geodesic_window(x_i, n_i, x_j, n_j, radius)
+    return w * s_j * d
 
 
 @register("orientation_field")
@@ -94,7 +74,7 @@ class OrientationField(Operator):
     that projection vanishes the input frame is kept. Differentiable in every input and weight.
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * radius
-    (:mod:`gdl.ops.locality`); every dropped weight is below exp(-t^2) (t = 3: 1.2e-4). Where the
+    (:mod:`gdl.ops.core.locality`); every dropped weight is below exp(-t^2) (t = 3: 1.2e-4). Where the
     item fits within the cutoff, the plain exact sum runs.
     """
 
@@ -132,46 +112,11 @@ class OrientationField(Operator):
         features = check_surface(x, normals, frames, features, self.in_channels, batch)
         pair = batch_pair(batch, batch, x.shape[0], x.shape[0], "batch", "batch")
         scores = self.score(features)  # (N, 1)
-        local = quasi_geodesic_pairs(x, batch, pair, self.radius, self.truncate)
-        keops = self.backend_for(x.device) == "keops"
-        if local is not None and keops:
-            p = local.perm_x
-            direction = self._keops(x[p], normals[p], scores[p], local.keops_ranges())[local.inverse_x]
-        elif local is not None:
-            direction = self._sparse(x, normals, scores, local)
-        elif keops:
-            direction = self._keops(x, normals, scores, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-        else:
-            direction = self._dense(x, normals, scores, pair)
+        win = window(x, x, pair, batch, batch, self.backend_for(x.device), self.truncate, self.radius)
+        direction = win.sum(
+            partial(_direction_terms, radius=self.radius), i=[x, normals], j=[x, normals, scores], width=3
+        )
         return rotate_frames(frames, direction)
-
-    def _keops(self, x, normals, scores, ranges):
-        d, w = lazy_quasi_geodesic_window(x, normals, self.radius)
-        terms = w * _lazy_j(scores) * d
-        if ranges is not None:
-            terms.ranges = ranges
-        return terms.sum(dim=1)
-
-    def _sparse(self, x, normals, scores, local):
-        direction = x.new_zeros(x.shape[0], 3)
-        for i, j in local.pairs(x, x):
-            d, w = paired_quasi_geodesic_window(x, normals, i, j, self.radius)
-            direction = direction.index_add(0, i, (w[:, None] * scores[j]) * d)
-        return direction
-
-    def _dense(self, x, normals, scores, pair):
-        blocks = []
-        for _, sx, _ in pair.item_slices():
-            xs, ns, ss = x[sx], normals[sx], scores[sx]
-            for rows in row_chunks(xs.shape[0], 3 * xs.shape[0]):
-                d, w = quasi_geodesic_window(xs[rows], ns[rows], xs, ns, self.radius)
-                blocks.append(((w[..., None] * ss[None, :, :]) * d).sum(1))
-        return torch.cat(blocks, 0)
-
-
-def _lazy_j(values: torch.Tensor):
-    """A (1, M, E) KeOps j-variable."""
-    return import_pykeops().LazyTensor(values[None, :, :].contiguous())
 
 
 def rotate_frames(frames: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS, Operator, row_chunks
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_positive
-from gdl.ops.locality import check_truncate
-from gdl.ops.orientation_field import (
-    OrientationField,
-    check_surface,
-    lazy_quasi_geodesic_window,
-    paired_quasi_geodesic_window,
-    quasi_geodesic_pairs,
-    quasi_geodesic_window,
-)
-from gdl.ops.registry import register
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_positive
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.orientation_field import OrientationField, check_surface, quasi_geodesic_window
+from gdl.ops.core.registry import register
+from gdl.ops.core.window import matvec, window
 
 
 @register("quasi_geodesic_conv")
@@ -39,7 +34,7 @@ class QuasiGeodesicConv(Operator):
     The KeOps backend evaluates the filter MLP inside the reduction (linear memory).
 
     ``truncate`` = t (None: every pair) drops the pairs farther apart than t * radius, here and in
-    the orientation field (:mod:`gdl.ops.locality`: block-sparse KeOps ranges, a pair list for
+    the orientation field (:mod:`gdl.ops.core.locality`: block-sparse KeOps ranges, a pair list for
     the torch backend). As (2 - <n_i, n_j>)^2 >= 1, every dropped window weight is below
     exp(-t^2) (t = 3: 1.2e-4, t = 2.5: 1.9e-3); the filter values h_ij are bounded by the MLP
     on |X_ij| <= t. Where an item fits within the cutoff, the plain exact sum runs.
@@ -83,52 +78,21 @@ class QuasiGeodesicConv(Operator):
         frames = self.orientation(x, normals, frames, features, batch)
         basis = torch.cat([frames, normals[:, None, :]], 1)  # (N, 3, 3), rows u', v', n
         g = torch.nn.functional.leaky_relu(self.input_transform(features), 0.2)
-        local = quasi_geodesic_pairs(x, batch, pair, self.radius, self.truncate)
-        keops = self.backend_for(x.device) == "keops"
-        if local is not None and keops:
-            p = local.perm_x
-            aggregated = self._keops(x[p], normals[p], basis[p], g[p], local.keops_ranges())[local.inverse_x]
-        elif local is not None:
-            aggregated = self._sparse(x, normals, basis, g, local)
-        elif keops:
-            ranges = pair.keops_ranges(x.device) if pair.num_items > 1 else None
-            aggregated = self._keops(x, normals, basis, g, ranges)
-        else:
-            aggregated = self._dense(x, normals, basis, g, pair)
+        win = window(x, x, pair, batch, batch, self.backend_for(x.device), self.truncate, self.radius)
+        filters = (self.filter_in.weight, self.filter_in.bias, self.filter_out.weight, self.filter_out.bias)
+        aggregated = win.sum(
+            partial(_filtered_terms, radius=self.radius),
+            i=[x, normals, basis.reshape(-1, 9)],
+            j=[x, normals, g],
+            params=filters,
+            width=self.hidden_units,
+        )
         return self.output(aggregated)
 
-    def _keops(self, x, normals, basis, g, ranges):
-        LazyTensor = import_pykeops().LazyTensor
-        d, w = lazy_quasi_geodesic_window(x, normals, self.radius)
-        basis_i = LazyTensor(basis.reshape(-1, 9)[:, None, :].contiguous())
-        local = basis_i.matvecmult(d) * LazyTensor(x.new_tensor([1 / self.radius]))
-        w1 = LazyTensor(self.filter_in.weight.reshape(-1))
-        c1 = LazyTensor(self.filter_in.bias.view(-1))
-        w2 = LazyTensor(self.filter_out.weight.reshape(-1))
-        c2 = LazyTensor(self.filter_out.bias.view(-1))
-        h = w2.matvecmult((w1.matvecmult(local) + c1).relu()) + c2
-        terms = w * h * LazyTensor(g[None, :, :].contiguous())
-        if ranges is not None:
-            terms.ranges = ranges
-        return terms.sum(dim=1)
 
-    def _sparse(self, x, normals, basis, g, local):
-        aggregated = g.new_zeros(x.shape[0], self.hidden_units)
-        for i, j in local.pairs(x, x, TORCH_BLOCK_ELEMENTS // self.hidden_units):
-            d, w = paired_quasi_geodesic_window(x, normals, i, j, self.radius)
-            local_coords = (basis[i] @ d[:, :, None])[:, :, 0] / self.radius
-            h = self.filter_out(torch.relu(self.filter_in(local_coords)))
-            aggregated = aggregated.index_add(0, i, (w[:, None] * h) * g[j])
-        return aggregated
-
-    def _dense(self, x, normals, basis, g, pair):
-        blocks = []
-        for _, sx, _ in pair.item_slices():
-            xs, ns, bs, gs = x[sx], normals[sx], basis[sx], g[sx]
-            block_elements = TORCH_BLOCK_ELEMENTS // self.hidden_units
-            for rows in row_chunks(xs.shape[0], xs.shape[0], block_elements):
-                d, w = quasi_geodesic_window(xs[rows], ns[rows], xs, ns, self.radius)
-                local = torch.einsum("iab,ijb->ija", bs[rows], d) / self.radius
-                h = self.filter_out(torch.relu(self.filter_in(local)))
-                blocks.append(((w[..., None] * h) * gs[None, :, :]).sum(1))
-        return torch.cat(blocks, 0)
+def _filtered_terms(x_i, n_i, basis_i, x_j, n_j, g_j, w1, c1, w2, c2, radius: float):
+    """w_ij h_ij * g_j, with h_ij = W_2 relu(W_1 X_ij + c_1) + c_2 and X_ij = F_i (x_j - x_i) / radius."""
+    d, w = quasi_geodesic_window(x_i, n_i, x_j, n_j, radius)
+    local = matvec(basis_i, d) / radius
+    h = matvec(w2, (matvec(w1, local) + c1).relu()) + c2
+    return w * h * g_j

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.checks import check_batch, check_choice, check_pair, check_points, check_positive
-from gdl.ops.kdtree import kdtree_search
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core.checks import check_batch, check_choice, check_pair, check_points, check_positive
+from gdl.ops.core.kdtree import kdtree_search
 from gdl.ops.knn import KDTREE_MAX_DIM, KNN, METHODS, gather_rows, pairwise_distance, sort_rows
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
 
 
 @register("radius")
@@ -21,7 +21,7 @@ class Radius(Operator):
     euclidean distance ``r`` of x_i, ``dists`` their distances |x_i - y_idx|, differentiable in
     x and y. Missing neighbours are padded with ``idx = -1`` and ``dist = +inf``.
 
-    ``method="kdtree"`` is a ball query per batch item (:mod:`gdl.ops.kdtree`): a KD-tree search of
+    ``method="kdtree"`` is a ball query per batch item (:mod:`gdl.ops.core.kdtree`): a KD-tree search of
     the ``max_neighbors`` nearest points that prunes everything beyond r, on the CPU (other devices'
     points are copied there). ``"brute"`` and ``"grid"`` are the k-nearest-neighbour searches of
     :class:`gdl.ops.knn.KNN` (k = max_neighbors, or the size of a smaller batch item) followed by

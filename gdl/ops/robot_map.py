@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops._ot_solver import check_measures, choose_solver, ot_params, solve
-from gdl.ops.backend import import_pykeops
-from gdl.ops.base import Operator, row_chunks
-from gdl.ops.checks import check_choice
-from gdl.ops.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
-from gdl.ops.registry import register
+from gdl.ops.core.ot_solver import check_measures, choose_solver, ot_params, solve
+from gdl.ops.core.backend import import_pykeops
+from gdl.ops.core.base import Operator, row_chunks
+from gdl.ops.core.checks import check_choice
+from gdl.ops.core.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
+from gdl.ops.core.registry import register
 
 MODES = ("soft", "hard")
 

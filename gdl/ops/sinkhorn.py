@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gdl.ops._ot_solver import check_measures, choose_solver, ot_params, solve
-from gdl.ops.base import Operator
-from gdl.ops.registry import register
+from gdl.ops.core.ot_solver import check_measures, choose_solver, ot_params, solve
+from gdl.ops.core.base import Operator
+from gdl.ops.core.registry import register
 
 
 @register("sinkhorn")
@@ -27,7 +27,7 @@ class Sinkhorn(Operator):
     omitted, and must have equal totals per item when balanced. Differentiable in x, y, a and b.
     ``scaling=None`` is 0.5 when balanced and 0.9 with ``reach`` (coarse epsilon-scaling is
     inaccurate on unbalanced problems). ``solver``: GeomLoss' "tensorized" (dense, the torch
-    backend), "online" or "multiscale" (KeOps), or "auto"; see :mod:`gdl.ops._ot_solver`.
+    backend), "online" or "multiscale" (KeOps), or "auto"; see :mod:`gdl.ops.core.ot_solver`.
     """
 
     def __init__(self, p=2, blur=0.05, reach=None, scaling=None, debias=True, solver="auto", backend="auto"):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gdl.ops._ot_solver import check_measures, choose_solver, ot_params, solve
-from gdl.ops.base import Operator
-from gdl.ops.registry import register
+from gdl.ops.core.ot_solver import check_measures, choose_solver, ot_params, solve
+from gdl.ops.core.base import Operator
+from gdl.ops.core.registry import register
 
 
 @register("sinkhorn_potentials")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.base import Operator
-from gdl.ops.checks import check_points
+from gdl.ops.core.base import Operator
+from gdl.ops.core.checks import check_points
 from gdl.ops.normals import check_unit_normals
-from gdl.ops.registry import register
+from gdl.ops.core.registry import register
 
 
 def tangent_basis(normals: torch.Tensor) -> torch.Tensor:

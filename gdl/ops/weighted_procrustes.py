@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops._ot_solver import check_masses, item_sums
-from gdl.ops.base import Operator
-from gdl.ops.batching import item_bounds, num_items
-from gdl.ops.checks import check_batch, check_choice, check_pair, check_points
-from gdl.ops.registry import register
+from gdl.ops.core.ot_solver import check_masses, item_sums
+from gdl.ops.core.base import Operator
+from gdl.ops.core.batching import item_bounds, num_items
+from gdl.ops.core.checks import check_batch, check_choice, check_pair, check_points
+from gdl.ops.core.registry import register
 
 MODES = ("rigid", "similarity", "affine")
 

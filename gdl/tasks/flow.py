@@ -17,7 +17,7 @@ import torch
 
 import gdl.ops
 from gdl.models.registration.metrics import scene_flow_metrics
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 from gdl.tasks.media import log_point_cloud
 
 METRICS = ("scene_flow", "recovery_mm")

@@ -10,7 +10,7 @@ import torch
 
 from gdl.data.proteins import interface_labels
 from gdl.models.dmasif import DMaSIF, Surface
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 
 
 def random_rotations(n: int, dtype=torch.float32, device=None, generator=None) -> torch.Tensor:
@@ -106,14 +106,14 @@ class ProteinTask(L.LightningModule):
     learning rate or, with ``lr_schedule="cosine"``, one decaying from ``lr`` to 0 over
     ``max_epochs`` (half a cosine), labels at ``threshold`` angstroms of the partner's atoms, a
     random rotation of each training complex and, with ``crop_radius``, training on facing patches
-    of that radius (:func:`crop_patches`, a cheap step); evaluation always runs on whole surfaces.
+    of that radius (:func:`crop_patches`, a cheap step), a share ``crop_interface_fraction`` of them
+    centred on the interface; evaluation always runs on whole surfaces.
 
     Subclasses define ``loss(sides, outputs)``, ``collect(sides, outputs, batch)`` (evaluation
     outputs of one batch) and ``metrics()`` (a dict logged as ``<stage>/<name>`` at epoch end).
     """
 
     head = ""
-    crop_interface_fraction = 0.5  # share of training patches centred on the interface
 
     def __init__(
         self,
@@ -124,9 +124,12 @@ class ProteinTask(L.LightningModule):
         random_rotation: bool = True,
         crop_radius: float | None = None,
         lr_schedule: str = "constant",
+        crop_interface_fraction: float = 0.5,
     ):
         super().__init__()
         check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+        if not 0.0 <= crop_interface_fraction <= 1.0:
+            raise ValueError(f"crop_interface_fraction must be a fraction in [0, 1], got {crop_interface_fraction!r}")
         if getattr(model, "head_kind", None) != self.head:
             raise ValueError(f"{type(self).__name__} needs a DMaSIF model with head={self.head!r}")
         self.save_hyperparameters(ignore=["model"])
@@ -140,7 +143,7 @@ class ProteinTask(L.LightningModule):
     def outputs(self, batch, rotate: bool, crop: bool = False):
         sides = complex_surfaces(self.model, batch, self.hparams.threshold, rotate)
         if crop and self.hparams.crop_radius:
-            sides = crop_patches(sides, self.hparams.crop_radius, self.crop_interface_fraction)
+            sides = crop_patches(sides, self.hparams.crop_radius, self.hparams.crop_interface_fraction)
         outputs = [
             self.model(surface, atoms, types, atom_batch)
             for surface, atoms, types, atom_batch in zip(sides.surfaces, sides.atoms, sides.types, sides.atom_batch)

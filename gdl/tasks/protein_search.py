@@ -67,7 +67,6 @@ class ProteinSearchTask(ProteinTask):
     """
 
     head = "search"
-    crop_interface_fraction = 1.0  # patches face each other across the interface: true pairs in every step
 
     def __init__(
         self,
@@ -79,8 +78,9 @@ class ProteinSearchTask(ProteinTask):
         crop_radius: float | None = None,
         max_points: int = 2000,
         lr_schedule: str = "constant",
+        crop_interface_fraction: float = 1.0,
     ):
-        super().__init__(model, lr, weight_decay, threshold, random_rotation, crop_radius, lr_schedule)
+        super().__init__(model, lr, weight_decay, threshold, random_rotation, crop_radius, lr_schedule, crop_interface_fraction)
         self.save_hyperparameters(ignore=["model"])
 
     def loss(self, sides, embeddings):

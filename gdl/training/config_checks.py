@@ -12,13 +12,13 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import pydoc
 import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gdl.training.config_errors import ConfigError
@@ -103,13 +103,14 @@ def _check_range(key: str, name: str, value) -> None:
 
 
 def _locate(key: str, target: str):
+    """The class or function a ``_target_`` names (pydoc's lookup: nothing logged when it is not a class)."""
     try:
-        return get_class(target)
-    except Exception:  # noqa: BLE001 - not a class: a function, or nothing at all
-        try:
-            return get_method(target)
-        except Exception as error:  # noqa: BLE001
-            raise ConfigError.at(f"{key}._target_", f"cannot import it ({str(error).splitlines()[0]})", target) from None
+        found = pydoc.locate(target)
+    except pydoc.ErrorDuringImport as error:
+        raise ConfigError.at(f"{key}._target_", f"cannot import it ({str(error.value).splitlines()[0]})", target) from None
+    if found is None:
+        raise ConfigError.at(f"{key}._target_", "cannot import it (no such module or attribute)", target)
+    return found
 
 
 def _signature(obj) -> tuple[inspect.Signature | None, dict[str, Any]]:

@@ -2,18 +2,24 @@
 
 Hydra prints these over several lines, with a hint about ``HYDRA_FULL_ERROR``. ``train.py`` and
 ``eval.py`` let Hydra raise them (``HYDRA_FULL_ERROR=1``, unless the user set it) and print
-``error: <Hydra's message on one line>`` instead.
+``error: <Hydra's message on one line>`` instead. A key that does not exist (``trainer.max_epoch=3``)
+is answered with the closest existing one, found in the config composed without that override.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
+import pydoc
 import re
 import sys
+from pathlib import Path
 
 
-def run_reporting_hydra_errors(main) -> None:
-    """Call the ``@hydra.main`` function ``main``; exit with one ``error:`` line on a Hydra error."""
+def run_reporting_hydra_errors(main, config_dir: Path, config_name: str) -> None:
+    """Call the ``@hydra.main`` function ``main`` (whose primary config is ``config_dir/config_name``);
+    exit with one ``error:`` line on a Hydra error."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -21,11 +27,48 @@ def run_reporting_hydra_errors(main) -> None:
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
-        sys.exit(f"error: {one_line(error)}")
+        message = one_line(error)
+        unknown = re.match(r"(\S+): no such key in the config", message)
+        if unknown:
+            closest = closest_key(unknown.group(1), config_dir, config_name, sys.argv[1:])
+            if closest:
+                message = message.replace("no such key in the config", f"no such key in the config; did you mean {closest}?")
+        sys.exit(f"error: {message}")
     except ValueError as error:  # Hydra refuses GROUP=null with a bare ValueError
         if not str(error).startswith("Config group override must be"):
             raise
         sys.exit(f"error: {null_group(sys.argv[1:])}")
+
+
+def closest_key(key: str, config_dir: Path, config_name: str, arguments: list[str]) -> str | None:
+    """The existing key closest to ``key`` (same parent node): among the node's keys and the parameters
+    of its ``_target_``, in the config composed with the group choices and ``hydra.*`` overrides of
+    ``arguments`` (other values cannot add or remove keys, and may hold more mistakes)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, name = key.rpartition(".")
+    keys = [(argument, argument.partition("=")[0]) for argument in arguments if "=" in argument]
+    others = [argument for argument, name in keys if "." not in name.lstrip("+~") or name.startswith("hydra.")]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
+            config = compose(config_name, overrides=others)
+        node = OmegaConf.select(config, parent) if parent else config
+    except Exception:  # noqa: BLE001 - no suggestion rather than a second error
+        return None
+    if not isinstance(node, DictConfig):
+        return None
+    candidates = [str(k) for k in node.keys() if not str(k).startswith("_")]
+    target = pydoc.locate(node["_target_"]) if isinstance(node.get("_target_"), str) else None
+    if callable(target):
+        try:
+            candidates += [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        except (TypeError, ValueError):
+            pass
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f"{parent}.{close[0]}" if close and parent else (close[0] if close else None)
 
 
 def null_group(arguments) -> str:

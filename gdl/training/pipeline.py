@@ -139,10 +139,11 @@ def _summary(cfg: DictConfig, task, trainer, ckpt_path: str | None) -> str:
     if device == "auto":
         device = "gpu" if torch.cuda.is_available() else "cpu"
     if cfg.get("train", True):
-        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else "unlimited"
-        doing = f"training {type(task).__name__} ({type(model).__name__}, {size} parameters{frozen}) on {device}, {epochs} epochs"
+        last = trainer.max_epochs
+        epochs = f"{last} epochs (0-{last - 1})" if last is not None and last > 0 else "unlimited epochs"
+        doing = f"training {type(task).__name__} ({type(model).__name__}, {size} parameters{frozen}) on {device}, {epochs}"
         if ckpt_path:
-            doing += f", resuming from {ckpt_path} (epoch {_checkpoint_epoch(ckpt_path)})"
+            doing += f", resuming from {ckpt_path} (saved after epoch {_checkpoint_epoch(ckpt_path)})"
     else:
         doing = f"testing {type(task).__name__} ({type(model).__name__}, {size} parameters) on {device}"
     return f"{cfg.task_name}: {doing}; run folder {cfg.paths.output_dir}"

@@ -4,10 +4,13 @@ Outside a terminal a bar cannot be redrawn, so :class:`LogProgress` writes lines
 end of each epoch with its metrics, and, within a long epoch (or validation, or test), one every
 ``every_seconds``:
 
-    epoch 3/10, batch 12/40, 2m05s elapsed, about 9m10s left
-    epoch 3/10 done: train/loss 3.04, val/loss 2.00, val/epe3d 0.853; 2m48s elapsed, about 6m32s left
+    epoch 3/9, batch 12/40, 2m05s elapsed, about 9m10s left
+    epoch 3/9 done: train/loss 3.04, val/loss 2.00, val/epe3d 0.853; 2m48s elapsed, about 6m32s left
 
-The estimate is linear in the training batches still to run (validation time included pro rata).
+Epochs are numbered from 0 as everywhere in a run (Lightning's counter, the ``epoch_003.ckpt`` names,
+the logs): "epoch 3/9" is the fourth of ten. The estimate is linear in the training batches still to
+run, timed from the end of the first batch (which includes one-time work such as KeOps compilation;
+validation time is included pro rata), so it appears from the second batch on.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class LogProgress(ProgressBar):
         self._shown_at = 0.0
         self._batches_done = 0
         self._epoch_batches = 0
+        self._first_batch_end = 0.0
 
     def disable(self) -> None:
         self._enabled = False
@@ -53,7 +57,7 @@ class LogProgress(ProgressBar):
 
     def _epochs(self, trainer) -> str:
         last = trainer.max_epochs
-        return f"epoch {trainer.current_epoch + 1}" + (f"/{last}" if last is not None and last >= 0 else "")
+        return f"epoch {trainer.current_epoch}" + (f"/{last - 1}" if last is not None and last > 0 else "")
 
     def _timing(self, trainer) -> str:
         elapsed = time.monotonic() - self._start
@@ -62,7 +66,8 @@ class LogProgress(ProgressBar):
         if trainer.max_epochs is not None and trainer.max_epochs >= 0 and isinstance(per_epoch, int):
             done_before = trainer.current_epoch * per_epoch + self._epoch_batches
             left_total = trainer.max_epochs * per_epoch - done_before
-            left = remaining(elapsed, self._batches_done, self._batches_done + left_total)
+            since_first = time.monotonic() - self._first_batch_end
+            left = remaining(since_first, self._batches_done - 1, self._batches_done - 1 + left_total)
             if left is not None and left_total > 0:
                 text += f", about {format_duration(left)} left"
         return text
@@ -79,6 +84,8 @@ class LogProgress(ProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches_done += 1
+        if self._batches_done == 1:
+            self._first_batch_end = time.monotonic()
         self._epoch_batches += 1
         if self._due():
             total = self.total_train_batches

@@ -10,20 +10,17 @@ about the user's own data or settings. Dropped, one by one:
 - library warnings that the user cannot act on: torch's ``LeafSpec`` deprecation through Lightning,
   and Lightning's advice to rebuild the callbacks a checkpoint was made with (``eval.py`` builds the
   experiment's own);
-- KeOps' "CUDA libraries not found" on a machine without CUDA, where the CPU is the only choice.
 
-W&B's own banner is silenced by ``wandb_mode`` and its anonymous-setting warning by
+KeOps' "CUDA libraries not found" on a machine without CUDA is dropped where gdl imports KeOps
+(``gdl.ops.core.backend.import_pykeops``); W&B's own banner is silenced by ``wandb_mode`` and its anonymous-setting warning by
 ``wandb_logger``; Lightning's duplicate of every line through Hydra's root console handler by
 ``configs/hydra/default.yaml``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import re
-import sys
 import warnings
 
 _LIGHTNING_NOISE = re.compile(
@@ -34,7 +31,6 @@ _LIBRARY_WARNINGS = (
     # eval.py and resumed runs build their callbacks from the config, not from the checkpoint's
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided",
 )
-_KEOPS_NO_CUDA = "CUDA libraries not found or could not be loaded"
 
 
 class _DropLightningNoise(logging.Filter):
@@ -56,27 +52,3 @@ def quiet_libraries() -> None:
                 handler.addFilter(_DropLightningNoise())
     for message in _LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    _import_keops_quietly()
-
-
-def _import_keops_quietly() -> None:
-    """Import pykeops the way gdl's operators do, without its no-CUDA note on a machine without CUDA."""
-    if "pykeops" in sys.modules:
-        return
-    import torch
-
-    try:
-        from gdl.ops.backend import import_pykeops
-    except ImportError:
-        return
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(captured):
-            import_pykeops()
-    except Exception:  # noqa: BLE001 - a broken KeOps is reported by the operators that need it
-        pass
-    finally:
-        lines = captured.getvalue().splitlines(keepends=True)
-        keep = [line for line in lines if not (_KEOPS_NO_CUDA in line and not torch.cuda.is_available())]
-        sys.stdout.write("".join(line for line in keep if line.strip()))
-        sys.stdout.flush()

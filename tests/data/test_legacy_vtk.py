@@ -45,11 +45,11 @@ def test_lung_trees_read_exactly_as_vtk_reads_them(shared_data, side):
 
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("version", ["4.2", "5.1"])
-def test_files_written_by_vtk(tmp_path, binary, version):
+def test_files_written_by_vtk(tmp_path, binary, version, numpy_rng):
     vtk = pytest.importorskip("vtk")
     from vtk.util.numpy_support import numpy_to_vtk
 
-    rng = np.random.default_rng()
+    rng = numpy_rng
     count = 11
     polydata, points, vertices = vtk.vtkPolyData(), vtk.vtkPoints(), vtk.vtkCellArray()
     points.SetData(numpy_to_vtk(rng.standard_normal((count, 3)).astype(np.float32), deep=True))
@@ -83,8 +83,8 @@ def test_files_written_by_vtk(tmp_path, binary, version):
             np.testing.assert_allclose(ours[1][name], reference[1][name], rtol=1e-6)
 
 
-def test_written_files_read_back_by_vtk(tmp_path):
-    rng = np.random.default_rng()
+def test_written_files_read_back_by_vtk(tmp_path, numpy_rng):
+    rng = numpy_rng
     points, weights, features = rng.standard_normal((9, 3)).astype(np.float32), rng.random(9), rng.random((9, 3))
     write_legacy_vtk(tmp_path / "cloud.vtk", points, {"weights": weights, "pointfea": features})
     ref_points, ref_data = vtk_reference(tmp_path / "cloud.vtk")

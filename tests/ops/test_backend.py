@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gdl.ops
-from gdl.ops import backend
+from gdl.ops.core import backend
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_crashing_probe_warns_once_and_falls_back_to_torch(fresh_probe, monkeypa
 
 def test_cxx_runtime_is_global_before_pykeops_is_imported():
     script = (
-        "import sys, gdl.ops; from gdl.ops.backend import cxx_runtime_in_global_scope; "
+        "import sys, gdl.ops; from gdl.ops.core.backend import cxx_runtime_in_global_scope; "
         "assert cxx_runtime_in_global_scope(); print('pykeops' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

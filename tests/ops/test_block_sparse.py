@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gdl.ops
-from gdl.ops.block_sparse import choose_cell_size
+from gdl.ops.core.block_sparse import choose_cell_size
 
 K = 5
 

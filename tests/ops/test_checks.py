@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gdl.ops import checks
-from gdl.ops.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core import checks
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
 
 
 def test_check_points():

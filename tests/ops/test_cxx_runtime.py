@@ -43,7 +43,7 @@ def test_importing_gdl_loads_the_runtime_when_it_is_missing():
     result = run_fresh(
         "import torch\n"
         "with_torch = visible()\n"
-        "from gdl.ops import backend\n"
+        "from gdl.ops.core import backend\n"
         "after_import = visible()\n"
         "reported = backend.cxx_runtime_in_global_scope()\n"
         "again = backend.ensure_cxx_runtime_global()\n"
@@ -56,7 +56,7 @@ def test_importing_gdl_loads_the_runtime_when_it_is_missing():
 def test_no_op_when_the_runtime_is_already_global():
     result = run_fresh(
         "before = visible()\n"
-        "from gdl.ops import backend\n"
+        "from gdl.ops.core import backend\n"
         "loaded = backend.ensure_cxx_runtime_global()\n"
         "print(json.dumps(dict(before=before, loaded=loaded, after=visible())))\n",
         {"LD_PRELOAD": "libstdc++.so.6"},
@@ -69,7 +69,7 @@ def test_import_pykeops_makes_the_runtime_global_first():
         pytest.skip("this Python links the C++ runtime itself: nothing to load")
     result = run_fresh(
         "import builtins\n"
-        "from gdl.ops import backend\n"
+        "from gdl.ops.core import backend\n"
         "seen = {}\n"
         "real_import = builtins.__import__\n"
         "def spy(name, *args, **kwargs):\n"
@@ -90,7 +90,7 @@ def test_does_nothing_off_linux():
     result = run_fresh(
         "import torch\n"
         "sys.platform = 'darwin'\n"
-        "from gdl.ops import backend\n"
+        "from gdl.ops.core import backend\n"
         "loaded = backend.ensure_cxx_runtime_global()\n"
         "result = dict(visible=visible(), loaded=loaded)\n"
         "sys.platform = 'linux'\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gdl.ops.keops_build import elf_complete
+from gdl.ops.core.keops_build import elf_complete
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ WORKER = r"""
 import sys
 import numpy as np
 import torch
-from gdl.ops.backend import import_pykeops
+from gdl.ops.core.backend import import_pykeops
 
 LazyTensor = import_pykeops().LazyTensor
 g = torch.Generator().manual_seed(0)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from gdl.ops.batching import batch_pair
-from gdl.ops.locality import check_truncate, local_pairs
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.locality import check_truncate, local_pairs
 
 
 def brute_force_pairs(x, y, batch_x, batch_y, cutoff):

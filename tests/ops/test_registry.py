@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gdl.ops
-from gdl.ops import registry
+from gdl.ops.core import registry
 
 
 def test_available_is_sorted_and_holds_the_core_operators():
@@ -66,7 +66,7 @@ def test_plugin_operator_is_registered_and_works(plugin_environment):
     plugin_environment(
         """
         import torch
-        from gdl.ops.base import Operator
+        from gdl.ops.core.base import Operator
 
         class Doubler(Operator):
             '''y = 2 x.'''

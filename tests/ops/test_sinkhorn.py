@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gdl.ops
-from gdl.ops import _ot_solver
+from gdl.ops.core import ot_solver
 
 ot = pytest.importorskip("ot")
 
@@ -200,8 +200,8 @@ def test_solvers_agree(generator):
 
 
 def test_default_scaling_depends_on_reach():
-    assert gdl.ops.get("sinkhorn").params.scaling == _ot_solver.BALANCED_SCALING
-    assert gdl.ops.get("sinkhorn", reach=1.0).params.scaling == _ot_solver.UNBALANCED_SCALING
+    assert gdl.ops.get("sinkhorn").params.scaling == ot_solver.BALANCED_SCALING
+    assert gdl.ops.get("sinkhorn", reach=1.0).params.scaling == ot_solver.UNBALANCED_SCALING
     assert gdl.ops.get("sinkhorn", reach=1.0, scaling=0.7).params.scaling == 0.7
 
 
@@ -221,11 +221,11 @@ def test_default_scaling_is_accurate_on_unbalanced_problems(generator):
 
 
 def test_auto_solver_choice(generator):
-    small = _ot_solver.check_measures(cube(generator, 10), cube(generator, 10), None, None, None, None, True)
-    params = _ot_solver.ot_params(2, 0.05, None, None, True, "auto")
-    assert _ot_solver.choose_solver(params, "torch", "torch", small) == "tensorized"
-    assert _ot_solver.choose_solver(params, "auto", "keops", small) == "tensorized"
-    assert _ot_solver.choose_solver(params, "keops", "keops", small) == "online"
+    small = ot_solver.check_measures(cube(generator, 10), cube(generator, 10), None, None, None, None, True)
+    params = ot_solver.ot_params(2, 0.05, None, None, True, "auto")
+    assert ot_solver.choose_solver(params, "torch", "torch", small) == "tensorized"
+    assert ot_solver.choose_solver(params, "auto", "keops", small) == "tensorized"
+    assert ot_solver.choose_solver(params, "keops", "keops", small) == "online"
 
 
 @pytest.mark.parametrize(

@@ -64,3 +64,17 @@ def test_cosine_learning_rate_decays_to_zero_over_the_epochs():
     np.testing.assert_allclose(rates, [0.01 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(5)], atol=1e-12)
     with pytest.raises(ValueError, match="lr_schedule"):
         ProteinSiteTask(model, lr_schedule="linear")
+
+
+def test_the_share_of_patches_centred_on_the_interface_is_a_setting():
+    from gdl.models.dmasif import DMaSIF
+    from gdl.tasks.protein_search import ProteinSearchTask
+    from gdl.tasks.protein_site import ProteinSiteTask
+
+    site = DMaSIF(head="site", curvature_scales=[], resolution=3.0)
+    search = DMaSIF(head="search", curvature_scales=[], resolution=3.0)
+    assert ProteinSiteTask(site).hparams.crop_interface_fraction == 0.5
+    assert ProteinSearchTask(search).hparams.crop_interface_fraction == 1.0
+    assert ProteinSearchTask(search, crop_interface_fraction=0.25).hparams.crop_interface_fraction == 0.25
+    with pytest.raises(ValueError, match="crop_interface_fraction must be a fraction"):
+        ProteinSiteTask(site, crop_interface_fraction=1.5)

@@ -12,6 +12,7 @@ from gdl.cli.register import main as register_main
 from gdl.models.registration.flow import FlowPyramid
 from gdl.models.registration.configs import build_pipeline
 from gdl.models.registration.pipeline import RegistrationPipeline
+from tests.registration.toy_steps import Double, Shift
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,10 +39,6 @@ def test_flow_pyramid_levels_and_ragged_batches(generator):
 
 
 def test_pipeline_composes_steps_and_checks_inputs(generator):
-    class Shift(torch.nn.Module):
-        def forward(self, source, target, batch_source=None, batch_target=None):
-            return torch.full_like(source, 0.5)
-
     pipeline = RegistrationPipeline(prealign=Shift(), finetune=Shift())
     x, bx = _ragged(generator)
     torch.testing.assert_close(pipeline(x, x, bx, bx), torch.ones_like(x))
@@ -58,18 +55,7 @@ def test_pipeline_composes_steps_and_checks_inputs(generator):
 
 
 def test_a_step_taking_initial_sees_the_original_source(generator):
-    class Shift(torch.nn.Module):
-        def forward(self, source, target, batch_source=None, batch_target=None):
-            return torch.full_like(source, 0.5)
-
-    class Refine(torch.nn.Module):
-        takes_initial = True
-
-        def forward(self, source, target, batch_source=None, batch_target=None, initial=None):
-            self.seen = source, initial
-            return 2 * initial
-
-    refine = Refine()
+    refine = Double()
     x, bx = _ragged(generator)
     displacement = RegistrationPipeline(prealign=Shift(), finetune=refine)(x, x, bx, bx)
     assert refine.seen[0] is x

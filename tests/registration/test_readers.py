@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gdl.data.dirlab import read_landmarks, voxel_spacing, voxels_to_mm
-from gdl.data.kitti import list_scene_pairs, read_flownet3d_pair, read_scene_pair, standard_protocol
+from gdl.data.kitti import ScenePair, list_scene_pairs, read_flownet3d_pair, read_scene_pair, standard_protocol
 from gdl.data.lung import read_lung_pair
 from gdl.data.pointclouds import read_points, write_points
 from gdl.models.registration.metrics import scene_flow_metrics
@@ -74,6 +74,14 @@ def test_standard_protocol_on_real_kitti(shared_data):
     # the README's scale: zero flow gives EPE3D between 0.38 and 2.12 m on these pairs
     zero = scene_flow_metrics(torch.zeros(8192, 3), torch.from_numpy(processed.flow))["EPE3D"]
     assert 0.3 < zero < 2.2
+
+
+def test_standard_protocol_cuts_ground_and_depth_where_asked():
+    source = np.array([[0.0, -2.0, 10.0], [0.0, -1.0, 10.0], [0.0, 0.0, 30.0], [0.0, 0.0, 40.0]], dtype=np.float32)
+    pair = ScenePair("cuts", source, source + 0.5, np.full_like(source, 0.5))
+    np.testing.assert_array_equal(standard_protocol(pair, None).source, source[1:3])  # y >= -1.4 m, z < 35 m
+    np.testing.assert_array_equal(standard_protocol(pair, None, ground_height=-2.5, max_depth=50.0).source, source)
+    np.testing.assert_array_equal(standard_protocol(pair, None, ground_height=-1.4, max_depth=20.0).source, source[1:2])
 
 
 def test_flownet3d_layout(tmp_path, generator):

@@ -1,6 +1,8 @@
 """Warping points other than the fitted ones, transport masses, and the registration configs."""
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +12,12 @@ from gdl.data.synthetic import SyntheticDeformation, random_rotation
 from gdl.models.registration.finetune import Finetune
 from gdl.models.registration.flow import FlowPyramid, FlowStep
 from gdl.models.registration.lddmm import LDDMMRegistration
+from gdl.models.registration.matching import random_subset, subset_pair
 from gdl.models.registration.pipeline import RegistrationPipeline
 from gdl.models.registration.prealign import Prealign
+from gdl.models.registration import configs
 from gdl.models.registration.configs import build_pipeline, registration_config, sweep
+from tests.registration.toy_steps import Shift
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +132,7 @@ def test_registration_configs_compose_override_and_sweep():
     assert sweep(["finetune.smoothing=0.1,0.2", "prealign.iterations=2"]) == [
         ["finetune.smoothing=0.1", "prealign.iterations=2"], ["finetune.smoothing=0.2", "prealign.iterations=2"]
     ]
-    with pytest.raises(ValueError, match="'finetune.smoothness' is not a key of the lung preset"):
+    with pytest.raises(ValueError, match="lung preset: Could not override 'finetune.smoothness'"):
         registration_config("lung", ["finetune.smoothness=0.1"])
     with pytest.raises(ValueError, match="preset must be one of"):
         registration_config("liver")
@@ -137,15 +142,51 @@ def test_registration_configs_compose_override_and_sweep():
         build_pipeline(["prealign", "flow"], "lung")
 
 
-def test_a_step_without_fit_cannot_warp_other_points(generator):
-    class Shift(torch.nn.Module):
-        def forward(self, source, target, batch_source=None, batch_target=None):
-            return torch.full_like(source, 0.5)
+def test_the_backend_of_a_step_is_the_one_asked_for():
+    pipeline = build_pipeline(["prealign", "finetune"], "kitti", overrides=["registration.finetune.backend=torch"])
+    assert pipeline.finetune.nearest.backend == "torch" and pipeline.finetune.smoothers[0].backend == "torch"
+    assert pipeline.prealign.procrustes.backend == "auto"
+    lddmm = build_pipeline(["finetune"], "lung", finetune_model="lddmm", overrides=["finetune.backend=torch"])
+    assert lddmm.finetune.sampler.backend == "torch"
 
+
+def test_the_presets_are_the_files_of_configs_registration():
+    repository = Path(__file__).resolve().parents[2]
+    assert configs.PRESETS.resolve() == (repository / "configs" / "registration").resolve()
+    assert configs.presets() == ["kitti", "kitti_lddmm", "lung", "lung_lddmm"]
+
+
+def test_an_lddmm_preset_follows_its_base_preset(tmp_path, monkeypatch):
+    presets = tmp_path / "registration"
+    shutil.copytree(configs.PRESETS, presets)
+    kitti = (presets / "kitti.yaml").read_text()
+    assert kitti.count("  iterations: 3\n") == 1 and kitti.count("  num_points: null\n") == 1
+    kitti = kitti.replace("  iterations: 3\n", "  iterations: 7\n").replace("  num_points: null\n", "  num_points: 99\n")
+    (presets / "kitti.yaml").write_text(kitti)
+    monkeypatch.setattr(configs, "PRESETS", presets)
+    lddmm = registration_config("kitti_lddmm")
+    assert lddmm.prealign.iterations == 7 and lddmm.flow.num_points == 99
+    assert lddmm.finetune._target_.endswith("LDDMMRegistration") and "smoothing" not in lddmm.finetune
+    assert registration_config("kitti").finetune._target_.endswith("Finetune")
+
+
+def test_the_pipeline_takes_registration_steps_only(generator):
+    with pytest.raises(TypeError, match="finetune must be a RegistrationStep"):
+        RegistrationPipeline(prealign=Shift(), finetune=torch.nn.Linear(3, 3))
     x = torch.randn(20, 3, generator=generator)
     result = RegistrationPipeline(prealign=Shift()).register(x, x)
     torch.testing.assert_close(result.displacement, torch.full_like(x, 0.5))
-    with pytest.raises(ValueError, match="cannot warp points other than the source"):
-        result.warp(x)
+    torch.testing.assert_close(result.warp(x[:4]), x[:4] + 0.5)
     with pytest.raises(ValueError, match="points"):
         result.warp(torch.zeros(4, 2))
+
+
+def test_subset_seeds_draw_independent_source_and_target_subsets():
+    source, target = subset_pair(None, 50, None, 40, 10, seed=3)
+    torch.testing.assert_close(source, random_subset(None, 50, 10, seed=3))
+    torch.testing.assert_close(target, random_subset(None, 40, 10, seed=4))
+    assert not torch.equal(source, subset_pair(None, 50, None, 40, 10, seed=5)[0])
+    with pytest.raises(ValueError, match="subset_seed must be a non-negative integer"):
+        Prealign(subset_seed=-1)
+    with pytest.raises(ValueError, match="subset_seed"):
+        build_pipeline(["finetune"], "lung", overrides=["finetune.subset_seed=0.5"])

@@ -148,6 +148,27 @@ def test_wrong_override_names_the_key(override, key, tmp_path):
         check_config(cfg)
 
 
+@pytest.mark.parametrize(
+    "data, override, key",
+    [
+        ("kitti_flow", "+data.ground_hieght=0", "data.ground_hieght: not a parameter of gdl.data.kitti.KittiFlowDataModule; did you mean ground_height\\?"),
+        ("kitti_flow", "+data.deformation.scalez=[1.0]", "data.deformation.scalez: not a parameter of gdl.data.synthetic.SyntheticDeformation"),
+        ("lung_flow", "+data.breathing.diafragm=0.1", "data.breathing.diafragm: not a parameter of gdl.data.lung.BreathingDeformation; did you mean diaphragm\\?"),
+    ],
+)
+def test_data_options_are_checked_against_their_targets(data, override, key, tmp_path):
+    cfg = compose_train(*FIXTURE, f"data={data}", override, tmp_path=tmp_path)
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("experiment, mm", [("kitti_flow", 1000.0), ("lung_flow", 100.0)])
+def test_the_flow_task_measures_mm_in_the_unit_of_its_data(experiment, mm, tmp_path):
+    cfg = compose_train(f"experiment={experiment}", tmp_path=tmp_path)
+    assert cfg.task.mm_per_unit == cfg.data.mm_per_unit == mm
+    assert instantiate(cfg.data).mm_per_unit == mm
+
+
 def test_optional_package_missing_says_how_to_install_it(tmp_path, monkeypatch):
     import gdl.training.config_checks as config_checks
 

@@ -26,7 +26,7 @@ def assert_one_error_line(run, log_dir, starts: str) -> None:
         ("trainer.max_epochs=-3", "trainer.max_epochs: must be at least -1 (-1: no limit) (got -3)"),
         ("data.batch_size=0", "data.batch_size: must be at least 1 (got 0)"),
         ("ckpt_path=no/such.ckpt", "ckpt_path: no such checkpoint file (got 'no/such.ckpt')"),
-        ("trainer.max_epoch=3", "trainer.max_epoch: no such key in the config (a new key is added with +trainer.max_epoch=3)"),
+        ("trainer.max_epoch=3", "trainer.max_epoch: no such key in the config; did you mean trainer.max_epochs? (a new key is added with +trainer.max_epoch=3)"),
         ("experiment=nope", "experiment: no option 'nope' (available: bumps, bumps_sweep, kitti_flow,"),
         ("trainer.max_epochs=[1", "trainer.max_epochs=[1: cannot parse this override"),
         ("trainer=null", "trainer: a config group cannot be null (drop its default with ~trainer)"),

@@ -13,7 +13,7 @@ from gdl.models.dmasif.features import ChemicalFeatures, CurvatureFeatures
 from gdl.models.dmasif.heads import SearchHead, SiteHead
 from gdl.models.dmasif.network import DMaSIFNetwork
 from gdl.models.dmasif.surface import atoms_to_surface
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # Default cutoffs of the windowed sums (see the class docstring).
@@ -175,7 +175,7 @@ class DMaSIF(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name: str = "site", **overrides) -> DMaSIF:
-        """The shipped model ``"site"`` or ``"search"`` (see the model card in the README), or a
+        """The shipped model ``"site"`` or ``"search"`` (model cards: docs/guides/proteins.md), or a
         file written by :meth:`save_pretrained`; ``overrides`` change settings that do not touch
         the weights (e.g. ``backend``)."""
         path = PRETRAINED_DIR / f"{name}.pt" if name in ("site", "search") else Path(name)

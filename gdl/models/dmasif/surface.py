@@ -14,9 +14,8 @@ moved onto it by Newton steps along grad SDF, points off the level set are dropp
 side ``resolution`` thins them, points trapped inside the protein (inside a van der Waals sphere, or
 in a closed cavity: marching outward along grad SDF does not take them away from the atoms) are
 dropped, and the normals are grad SDF / |grad SDF|, which points outward. The sums over atoms are
-KeOps log-sum-exp, soft-max and min reductions with one block per protein (ragged batches); the torch
-backend computes the same sums densely in chunks. With ``truncate``, each point only sees the atoms
-within a cutoff (:mod:`gdl.ops.locality`: block-sparse KeOps ranges, a pair list for torch).
+windowed softmax and min reductions (:mod:`gdl.ops.core.window`) with one block per protein (ragged
+batches). With ``truncate``, each point only sees the atoms within a cutoff.
 """
 
 from __future__ import annotations
@@ -26,11 +25,12 @@ import math
 import torch
 
 import gdl.ops
-from gdl.ops.backend import check_backend_name, import_pykeops, resolve_backend
-from gdl.ops.base import row_chunks
-from gdl.ops.batching import batch_pair, require_nonempty_targets
-from gdl.ops.checks import check_batch, check_points, check_positive
-from gdl.ops.locality import StreamingSoftmax, check_truncate, local_pairs
+from gdl.ops.core.backend import check_backend_name, resolve_backend
+from gdl.ops.core.batching import batch_pair, require_nonempty_targets
+from gdl.ops.core.checks import check_batch, check_points, check_positive
+from gdl.ops.core.kernels import any_sqrt
+from gdl.ops.core.locality import check_truncate
+from gdl.ops.core.window import sqnorm, window
 
 # Van der Waals radii (angstroms) of the atom types C, H, O, N, S, SE of gdl.data.pdb.ATOM_TYPES.
 ATOM_RADII = (1.70, 1.10, 1.52, 1.55, 1.80, 1.90)
@@ -46,14 +46,6 @@ def atom_radii(atom_types: torch.Tensor) -> torch.Tensor:
     return atom_types @ radii
 
 
-def _lazy_atom_distances(x, atoms, per_atom):
-    """KeOps LazyTensors |x_i - a_j| (N, M) and ``per_atom`` values (M,) as a j-variable."""
-    LazyTensor = import_pykeops().LazyTensor
-    x_i = LazyTensor(x[:, None, :].contiguous())
-    a_j = LazyTensor(atoms[None, :, :].contiguous())
-    return ((x_i - a_j) ** 2).sum(-1).sqrt(), LazyTensor(per_atom[None, :, None].contiguous())
-
-
 def smooth_distance(
     x, atoms, radii, batch_x=None, batch_atoms=None, backend: str = "auto", truncate: float | None = None
 ):
@@ -62,81 +54,40 @@ def smooth_distance(
 
     ``truncate`` = t (None: every atom) sums over the atoms closer than c = t * L only, with
     L = max(1, max_k sigma_k) angstroms the longest decay length of the two soft minima
-    (:mod:`gdl.ops.locality`). For a point within delta of its nearest atom, every dropped term is
+    (:mod:`gdl.ops.core.locality`). For a point within delta of its nearest atom, every dropped term is
     below exp(-(c - delta) / L) of that atom's: a surface point (delta about 3 A) with t = 10
     drops terms below e^-7 ~ 1e-3 each. Points with no atom within c get the exact value.
     """
-    truncate = check_truncate(truncate)
-    pair = batch_pair(batch_x, batch_atoms, x.shape[0], atoms.shape[0], "batch", "batch_atoms")
-    require_nonempty_targets(pair, "atoms")
-    keops = resolve_backend(backend, x.device) == "keops"
-    local = None
-    if truncate is not None:
-        local = local_pairs(x, atoms, pair, batch_x, batch_atoms, truncate * _decay_length(radii))
-    if local is None:
-        if keops:
-            return _keops_smooth_distance(x, atoms, radii, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-        return _dense_smooth_distance(x, atoms, radii, pair)
-    if keops:
-        p, q = local.perm_x, local.perm_y
-        sdf = _keops_smooth_distance(x[p], atoms[q], radii[q], local.keops_ranges())[local.inverse_x]
-    else:
-        sdf = _sparse_smooth_distance(x, atoms, radii, local)
-    return _exact_where_empty(
-        sdf, x, batch_x, lambda rows, batch: smooth_distance(x[rows], atoms, radii, batch, batch_atoms, backend)
+    win = _atom_window(x, atoms, radii, batch_x, batch_atoms, backend, truncate)
+    # Both soft minima in one softmax: log-weights -d_k [1 / sigma_k, 1, 1], values [1, sigma_k, 1].
+    ones = torch.ones_like(radii)
+    rates, columns = torch.stack([1 / radii, ones, ones], 1), torch.stack([ones, radii, ones], 1)
+    return win.evaluate(
+        lambda win: _soft_minima(*win.softmax(_log_weights, i=[x], j=[atoms, rates], values=columns))
     )
 
 
-def _decay_length(radii: torch.Tensor) -> float:
-    return max(1.0, float(radii.max()))
+def _log_weights(x_i, a_j, rates_j):
+    return -any_sqrt(sqnorm(x_i - a_j)) * rates_j
 
 
-def _exact_where_empty(values, x, batch_x, exact):
-    """``values`` with its non-finite rows (points whose window holds no atom) computed exactly."""
-    empty = ~torch.isfinite(values.detach())
-    if not bool(empty.any()):
-        return values
-    rows = empty.nonzero()[:, 0]
-    return values.index_put((rows,), exact(rows, None if batch_x is None else batch_x[rows]))
-
-
-def _keops_smooth_distance(x, atoms, radii, ranges):
-    d_ij, s_j = _lazy_atom_distances(x, atoms, radii)
-    log_sum = -d_ij / s_j
-    soft_radius = -d_ij
-    if ranges is not None:
-        log_sum.ranges = soft_radius.ranges = ranges
-    lse = log_sum.logsumexp(dim=1)[:, 0]
-    sigma = soft_radius.sumsoftmaxweight(s_j, axis=1)[:, 0]
-    return -sigma * lse
-
-
-def _dense_smooth_distance(x, atoms, radii, pair):
-    out = []
-    for _, sx, sa in pair.item_slices():
-        xs, a, s = x[sx], atoms[sa], radii[sa]
-        for rows in row_chunks(xs.shape[0], a.shape[0]):
-            d = (xs[rows, None, :] - a[None, :, :]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-            sigma = (torch.softmax(-d, dim=1) * s).sum(1)
-            out.append(-sigma * torch.logsumexp(-d / s, dim=1))
-    return torch.cat(out) if out else x.new_zeros(0)
-
-
-def _sparse_smooth_distance(x, atoms, radii, local):
-    """The truncated SDF on the torch backend; NaN for points without pairs."""
-    n = x.shape[0]
-    log_sum, soft_radius = StreamingSoftmax(n, 1, x), StreamingSoftmax(n, 2, x)
-    for i, j in local.pairs(x, atoms):
-        d = (x[i] - atoms[j]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
-        s = radii[j]
-        log_sum.add(i, -d / s, torch.ones_like(d)[:, None])
-        soft_radius.add(i, -d, torch.stack([s, torch.ones_like(s)], 1))
-    visited = torch.isfinite(log_sum.shift)
-    safe = torch.where(visited[:, None], log_sum.sums, torch.ones_like(log_sum.sums))[:, 0]
-    lse = torch.where(visited, log_sum.shift, torch.zeros_like(log_sum.shift)) + safe.log()
-    num, den = soft_radius.sums.unbind(1)
-    sigma = num / torch.where(visited, den, torch.ones_like(den))
+def _soft_minima(sums, shift):
+    """-sigma * log-sum-exp from the softmax sums of :func:`smooth_distance`; NaN for empty windows."""
+    visited = torch.isfinite(shift[:, 0])
+    safe = torch.where(visited[:, None], sums, torch.ones_like(sums))
+    lse = torch.where(visited, shift[:, 0], torch.zeros_like(shift[:, 0])) + safe[:, 0].log()
+    sigma = safe[:, 1] / safe[:, 2]
     return torch.where(visited, -sigma * lse, torch.full_like(lse, math.nan))
+
+
+def _atom_window(x, atoms, radii, batch_x, batch_atoms, backend, truncate):
+    """The atoms within ``truncate`` decay lengths of each point (every atom of its protein when None)."""
+    truncate = check_truncate(truncate)
+    pair = batch_pair(batch_x, batch_atoms, x.shape[0], atoms.shape[0], "batch", "batch_atoms")
+    require_nonempty_targets(pair, "atoms")
+    backend = resolve_backend(backend, x.device)
+    decay_length = 1.0 if truncate is None else max(1.0, float(radii.max()))
+    return window(x, atoms, pair, batch_x, batch_atoms, backend, truncate, decay_length)
 
 
 def van_der_waals_gap(
@@ -148,40 +99,12 @@ def van_der_waals_gap(
     angstroms: exact wherever the gap is below c - max radius (always where it is negative);
     points with no atom within c get the exact value.
     """
-    truncate = check_truncate(truncate)
-    pair = batch_pair(batch_x, batch_atoms, x.shape[0], atoms.shape[0], "batch", "batch_atoms")
-    require_nonempty_targets(pair, "atoms")
-    keops = resolve_backend(backend, x.device) == "keops"
-    local = None
-    if truncate is not None:
-        local = local_pairs(x, atoms, pair, batch_x, batch_atoms, truncate * _decay_length(radii))
-    if local is None:
-        if keops:
-            return _keops_gap(x, atoms, radii, pair.keops_ranges(x.device) if pair.num_items > 1 else None)
-        out = []
-        for _, sx, sa in pair.item_slices():
-            xs, a, r = x[sx], atoms[sa], radii[sa]
-            for rows in row_chunks(xs.shape[0], a.shape[0]):
-                out.append((torch.cdist(xs[rows], a) - r).min(1).values)
-        return torch.cat(out) if out else x.new_zeros(0)
-    if keops:
-        p, q = local.perm_x, local.perm_y
-        gap = _keops_gap(x[p], atoms[q], radii[q], local.keops_ranges())[local.inverse_x]
-    else:
-        gap = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
-        for i, j in local.pairs(x, atoms):
-            gap = gap.scatter_reduce(0, i, (x[i] - atoms[j]).norm(dim=-1) - radii[j], reduce="amin")
-    return _exact_where_empty(
-        gap, x, batch_x, lambda rows, batch: van_der_waals_gap(x[rows], atoms, radii, batch, batch_atoms, backend)
-    )
+    win = _atom_window(x, atoms, radii, batch_x, batch_atoms, backend, truncate)
+    return win.evaluate(lambda win: win.min(_gap, i=[x], j=[atoms, radii[:, None]])[:, 0])
 
 
-def _keops_gap(x, atoms, radii, ranges):
-    d_ij, r_j = _lazy_atom_distances(x, atoms, radii)
-    gap_ij = d_ij - r_j
-    if ranges is not None:
-        gap_ij.ranges = ranges
-    return gap_ij.min(dim=1)[:, 0]
+def _gap(x_i, a_j, r_j):
+    return any_sqrt(sqnorm(x_i - a_j)) - r_j
 
 
 def _value_and_gradient(x, atoms, radii, batch_x, batch_atoms, backend, truncate=None):

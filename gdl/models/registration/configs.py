@@ -1,28 +1,34 @@
-"""Registration configs: the Hydra group ``configs/registration/`` (one file per preset, a
-``_target_`` for the pipeline and each step), composed with command-line style overrides.
+"""Registration configs: the Hydra config folder ``configs/registration/`` (one file per preset, a
+``_target_`` for the pipeline and each step; the fine-tuning step is the group ``finetune/``, so that
+``kitti_lddmm`` is ``kitti`` with ``finetune: kitti_lddmm``), composed with command-line overrides.
 
     cfg = registration_config("lung", ["finetune.blurs=[0.03,0.01]"])   # or "registration.finetune..."
     pipeline = build_pipeline(["prealign", "finetune"], "lung", overrides=["prealign.num_points=2048"])
 
-Overrides use Hydra's grammar (``key=value``, ``+key=value``, ``~key``); ``sweep(overrides)`` expands
-``key=a,b,c`` choices into one override list per combination, as a Hydra multirun does.
+The package reads the presets at ``PRESETS`` (``gdl/models/registration/presets``, a link to
+``configs/registration`` in the repository, a copy in an installed package): edit them in ``configs/``.
+Overrides use Hydra's grammar (``key=value``, ``+key=value``, ``~key``, ``finetune=lung_lddmm``);
+``sweep(overrides)`` expands ``key=a,b,c`` choices into one override list per combination, as a Hydra
+multirun does.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "registration"
-STEPS = ("prealign", "flow", "finetune")
+from gdl.models.registration.pipeline import STEPS
+
+PRESETS = Path(__file__).parent / "presets"
 FINETUNE_MODELS = ("ot", "lddmm")
 
 
 def presets() -> list[str]:
-    """The preset names: the files of ``configs/registration/``."""
-    if not CONFIG_DIR.is_dir():
-        raise FileNotFoundError(f"registration configs not found at {CONFIG_DIR} (run from a clone of the gdl repository)")
-    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+    """The preset names: the files of ``configs/registration/`` (its sub-folders are config groups)."""
+    if not PRESETS.is_dir():
+        raise FileNotFoundError(f"registration presets not found at {PRESETS}")
+    return sorted(path.stem for path in PRESETS.glob("*.yaml"))
 
 
 def _parse(overrides):
@@ -35,40 +41,34 @@ def _parse(overrides):
         raise ValueError(f"overrides: {error}") from None
 
 
-def _relative(key: str) -> str:
-    return key[len("registration."):] if key.startswith("registration.") else key
-
-
 def registration_config(preset: str = "kitti", overrides=()):
-    """The composed config of ``preset`` (a file of configs/registration/) with ``overrides`` applied."""
-    from omegaconf import OmegaConf
+    """The composed config of ``preset`` (a file of configs/registration/) with ``overrides`` applied;
+    ``registration=NAME`` among them picks the preset, as on a training command line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     names = presets()
-    parsed = _parse(overrides)
-    for override in parsed:  # registration=NAME picks the preset, as on a Hydra command line
+    relative = []
+    for override in _parse(overrides):
         if override.key_or_group == "registration" and not override.is_delete():
             preset = str(override.value())
+        elif override.is_sweep_override():
+            raise ValueError(f"overrides: {override.input_line!r} is a sweep; expand it with sweep() first")
+        else:
+            relative.append(re.sub(r"^([+~]*)registration\.", r"\1", override.input_line))
     if preset not in names:
         raise ValueError(f"preset must be one of {names}, got {preset!r}")
-    cfg = OmegaConf.load(CONFIG_DIR / f"{preset}.yaml")
-    for override in parsed:
-        if override.key_or_group == "registration":
-            continue
-        if override.is_sweep_override():
-            raise ValueError(f"overrides: {override.input_line!r} is a sweep; expand it with sweep() first")
-        key = _relative(override.key_or_group)
-        exists = OmegaConf.select(cfg, key, default="__missing__") != "__missing__"
-        if override.is_delete():
-            if not exists:
-                raise ValueError(f"overrides: cannot delete {key!r}: the {preset} preset has no such key")
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(cfg, parent) if parent else cfg
-            node.pop(leaf)
-        elif override.is_add() or exists:
-            OmegaConf.update(cfg, key, override.value(), force_add=True)
-        else:
-            raise ValueError(f"overrides: {key!r} is not a key of the {preset} preset (add it with +{key}=...)")
-    return cfg
+    outer = get_gh_backup()  # composing inside a running Hydra application leaves it as it was
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(PRESETS.absolute()), version_base="1.3"):
+            return compose(preset, relative)
+    except HydraException as error:
+        raise ValueError(f"overrides of the {preset} preset: {error}".replace("\n", " ")) from None
+    finally:
+        restore_gh_from_backup(outer)
 
 
 def sweep(overrides) -> list[list[str]]:
@@ -82,13 +82,12 @@ def sweep(overrides) -> list[list[str]]:
     return [list(combination) for combination in itertools.product(*choices)]
 
 
-def build_pipeline(
-    steps, preset: str = "kitti", checkpoint=None, backend: str = "auto", finetune_model: str = "ot", overrides=()
-):
+def build_pipeline(steps, preset: str = "kitti", checkpoint=None, finetune_model: str = "ot", overrides=()):
     """A ``RegistrationPipeline`` of the named ``steps`` (any subset of prealign, flow, finetune)
     from the ``preset`` config. ``finetune_model``: "ot" (robust OT + Nadaraya-Watson smoothing, may
     tear) or "lddmm" (optimised geodesic shooting, a diffeomorphism: the ``<preset>_lddmm`` config).
-    ``checkpoint``: the FlowTask checkpoint of the flow step."""
+    ``checkpoint``: the FlowTask checkpoint of the flow step. Each step's settings, its ``backend``
+    included, are the preset's and the ``overrides`` (``finetune.backend=torch``)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -106,8 +105,6 @@ def build_pipeline(
             cfg[step] = None
         elif cfg.get(step) is None:
             raise ValueError(f"the {preset} preset has no {step} step")
-        elif "backend" in cfg[step]:
-            cfg[step].backend = backend
     if "flow" in steps:
         if checkpoint is not None:
             cfg.flow.model.checkpoint = str(checkpoint)

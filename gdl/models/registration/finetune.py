@@ -54,11 +54,12 @@ from collections.abc import Sequence
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
+from gdl.models.registration.matching import RobustMatching, check_seed, item_masses, subset_pair
 from gdl.models.registration.progress import report
 from gdl.models.registration.prealign import apply_transform, geman_mcclure
-from gdl.ops.batching import num_items
-from gdl.ops.checks import check_choice, check_flag, check_positive
+from gdl.models.registration.step import RegistrationStep
+from gdl.ops.core.batching import num_items
+from gdl.ops.core.checks import check_choice, check_flag, check_positive
 
 
 class SmoothedFlow:
@@ -86,7 +87,7 @@ class SmoothedFlow:
         return result
 
 
-class Finetune(torch.nn.Module):
+class Finetune(RegistrationStep):
     """``displacement = finetune(source, target, batch_source, batch_target, initial=None)``."""
 
     takes_initial = True
@@ -105,12 +106,14 @@ class Finetune(torch.nn.Module):
         rigid_iterations: int = 5,
         rigid_layers: int = 1,
         num_points: int | None = None,
+        subset_seed: int = 0,
         backend: str = "auto",
         truncate: float | None = None,
         debias: bool | Sequence[bool] = False,
     ):
         super().__init__()
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
+        self.subset_seed = check_seed("subset_seed", subset_seed)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
         self.rigid_iterations = check_positive("rigid_iterations", rigid_iterations, integer=True)
@@ -146,13 +149,11 @@ class Finetune(torch.nn.Module):
             for s in smoothings
         )
 
-    def forward(self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None):
-        return self.fit(source, target, batch_source, batch_target, initial, weights_source, weights_target).displacement
-
     def fit(
         self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None
     ) -> SmoothedFlow:
-        """Fit on at most ``num_points`` random points of each cloud (all by default), with the
+        """Fit on at most ``num_points`` random points of each cloud (all by default; drawn from
+        ``subset_seed``), with the
         transport masses ``weights_*`` (normalised per cloud, uniform when None); the returned
         flow's ``displacement`` is at every source point."""
         initial = torch.zeros_like(source) if initial is None else initial
@@ -161,8 +162,7 @@ class Finetune(torch.nn.Module):
         if self.num_points is None:
             fitted = self._fit(source, target, batch_source, batch_target, initial, a, b)
             return fitted
-        i = random_subset(batch_source, source.shape[0], self.num_points)
-        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        i, j = subset_pair(batch_source, source.shape[0], batch_target, target.shape[0], self.num_points, self.subset_seed)
         bx = None if batch_source is None else batch_source[i]
         by = None if batch_target is None else batch_target[j]
         a, b = item_masses(a[i], len(i), bx, source), item_masses(b[j], len(j), by, target)

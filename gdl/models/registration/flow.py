@@ -14,7 +14,8 @@ points and the output is their Gaussian Nadaraya-Watson average (registry ``nada
 Coordinates are divided by ``scale`` inside the network (a length of the order of the point spacing).
 The same interpolation (or spline average) from the finest predicted level carries the flow to any
 other points (``fit(...).at(points)``); :class:`FlowStep` runs a trained model on at most
-``num_points`` points of each cloud and interpolates its flow to all the others.
+``num_points`` points of each cloud (drawn from ``subset_seed``) and interpolates its flow to all
+the others.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import random_subset
-from gdl.ops.checks import check_positive
+from gdl.models.registration.matching import check_seed, subset_pair
+from gdl.models.registration.step import RegistrationStep
+from gdl.ops.core.checks import check_positive
 
 
 def mlp(*sizes: int) -> torch.nn.Sequential:
@@ -168,26 +170,20 @@ class InterpolatedFlow:
         return self.model.interpolate(points / scale, batch, self.finest, self.finest_batch, self.flow) * scale
 
 
-class FlowStep(torch.nn.Module):
+class FlowStep(RegistrationStep):
     """The flow step of a registration: a trained ``model`` run on at most ``num_points`` random
     points of each cloud (all when None), its flow interpolated to every source point."""
 
-    takes_initial = False
-    takes_masses = False
-
-    def __init__(self, model: FlowPyramid, num_points: int | None = None):
+    def __init__(self, model: FlowPyramid, num_points: int | None = None, subset_seed: int = 0):
         super().__init__()
         self.model = model
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
-
-    def forward(self, source, target, batch_source=None, batch_target=None):
-        return self.fit(source, target, batch_source, batch_target).displacement
+        self.subset_seed = check_seed("subset_seed", subset_seed)
 
     def fit(self, source, target, batch_source=None, batch_target=None) -> InterpolatedFlow:
         if self.num_points is None:
             return self.model.fit(source, target, batch_source, batch_target)
-        i = random_subset(batch_source, source.shape[0], self.num_points)
-        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        i, j = subset_pair(batch_source, source.shape[0], batch_target, target.shape[0], self.num_points, self.subset_seed)
         bx = None if batch_source is None else batch_source[i]
         by = None if batch_target is None else batch_target[j]
         fitted = self.model.fit(source[i], target[j], bx, by)

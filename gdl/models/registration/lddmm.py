@@ -18,10 +18,11 @@ import time
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import random_subset
+from gdl.models.registration.matching import check_seed, subset_pair
 from gdl.models.registration.progress import report
-from gdl.ops.batching import batch_pair, item_bounds
-from gdl.ops.checks import check_positive
+from gdl.models.registration.step import RegistrationStep
+from gdl.ops.core.batching import batch_pair, item_bounds
+from gdl.ops.core.checks import check_positive
 
 
 class LDDMM(torch.nn.Module):
@@ -74,17 +75,14 @@ class GeodesicFlow:
         return torch.cat(parts) if parts else torch.zeros_like(points)
 
 
-class LDDMMRegistration(torch.nn.Module):
+class LDDMMRegistration(RegistrationStep):
     """``displacement = step(source, target, batch_source, batch_target)``: optimised LDDMM shooting.
 
     Control points: ``num_controls`` farthest points of the source (registry ``fps``). Coarse to
     fine: with a list of ``sigma`` (and optionally of ``blur``), one geodesic per stage, each fitted
     to the source as moved by the previous ones, and composed. The fit uses at most ``num_points``
-    random points of each cloud; every source point then follows the fitted geodesics.
+    random points of each cloud (drawn from ``subset_seed``); every source point then follows the fitted geodesics.
     """
-
-    takes_initial = False
-    takes_masses = False
 
     def __init__(
         self,
@@ -97,6 +95,7 @@ class LDDMMRegistration(torch.nn.Module):
         lr: float = 0.5,
         regularisation: float = 0.0,
         num_points: int | None = None,
+        subset_seed: int = 0,
         backend: str = "auto",
     ):
         super().__init__()
@@ -111,10 +110,8 @@ class LDDMMRegistration(torch.nn.Module):
         )
         self.iterations = check_positive("iterations", iterations, integer=True)
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
+        self.subset_seed = check_seed("subset_seed", subset_seed)
         self.lr, self.regularisation = float(lr), float(regularisation)
-
-    def forward(self, source, target, batch_source=None, batch_target=None):
-        return self.fit(source, target, batch_source, batch_target).displacement
 
     def fit(self, source, target, batch_source=None, batch_target=None) -> GeodesicFlow:
         """Optimises its momenta with autograd, also when called under ``torch.no_grad()``."""
@@ -130,8 +127,8 @@ class LDDMMRegistration(torch.nn.Module):
         source, target = source.detach(), target.detach()
         if source.shape[0] == 0:
             return []
-        source = source[random_subset(None, source.shape[0], self.num_points)]
-        target = target[random_subset(None, target.shape[0], self.num_points, seed=1)]
+        i, j = subset_pair(None, source.shape[0], None, target.shape[0], self.num_points, self.subset_seed)
+        source, target = source[i], target[j]
         stages, start = [], time.perf_counter()
         for k, (model, loss) in enumerate(zip(self.models, self.losses)):
             report("lddmm", f"stage {k + 1}/{len(self.models)} (sigma {model.kernel.sigmas[0]:g})", start)

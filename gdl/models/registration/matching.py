@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 import gdl.ops
-from gdl.ops.batching import batch_pair, item_bounds, num_items
+from gdl.ops.core.batching import batch_pair, item_bounds, num_items
 
 
 def item_masses(weights: torch.Tensor | None, n: int, batch: torch.Tensor | None, like: torch.Tensor, name: str = "weights"):
@@ -66,3 +66,16 @@ def random_subset(batch: torch.Tensor | None, n: int, num_points: int | None, se
     ]
     index = torch.cat(parts)
     return index if batch is None else index.to(batch.device)
+
+
+def check_seed(name: str, value) -> int:
+    """A seed: a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def subset_pair(batch_source, n: int, batch_target, m: int, num_points: int | None, seed: int = 0):
+    """``random_subset`` indices of a source of ``n`` points (from ``seed``) and of a target of ``m``
+    points (from ``seed + 1``, so that the two draws are independent)."""
+    return random_subset(batch_source, n, num_points, seed), random_subset(batch_target, m, num_points, seed + 1)

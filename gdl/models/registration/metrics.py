@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.checks import check_points, check_values
+from gdl.ops.core.checks import check_points, check_values
 
 
 def scene_flow_metrics(flow_pred: torch.Tensor, flow_gt: torch.Tensor) -> dict[str, float]:

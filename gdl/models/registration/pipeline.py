@@ -4,10 +4,10 @@ Each step sees the source as warped by the previous ones and adds its displaceme
 
     u_0 = 0,   u <- u + step(x + u, y),   pipeline(x, y) = u     (x: (N, 3), y: (M, 3)).
 
-A step with ``takes_initial = True`` (``Finetune``) sees the original source instead,
-u <- step(x, y, initial=u), so that the motions it fits (a rigid background) are motions of x.
-A step with ``takes_masses = True`` receives the transport masses ``weights_source`` /
-``weights_target`` (e.g. vessel masses; uniform when None).
+Each step is a :class:`RegistrationStep`. A step with ``takes_initial = True`` (``Finetune``) sees
+the original source instead, u <- step(x, y, initial=u), so that the motions it fits (a rigid
+background) are motions of x. A step with ``takes_masses = True`` receives the transport masses
+``weights_source`` / ``weights_target`` (e.g. vessel masses; uniform when None).
 
 ``register`` returns a :class:`RegistrationResult`: the displacement at the source points and
 ``warp(points)``, which moves any other points (landmarks, a denser copy of the source) through the
@@ -22,8 +22,9 @@ import time
 import torch
 
 from gdl.models.registration.progress import report
-from gdl.ops.batching import batch_pair
-from gdl.ops.checks import check_batch, check_pair, check_points
+from gdl.models.registration.step import RegistrationStep
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.checks import check_batch, check_pair, check_points
 
 STEPS = ("prealign", "flow", "finetune")
 
@@ -44,10 +45,8 @@ class RegistrationResult:
         check_points("points", points, dim=3)
         check_batch("batch", batch, points.shape[0], points.device)
         displacement = torch.zeros_like(points)
-        for name, step, fitted in self.fits[:steps]:
-            if fitted is None:
-                raise ValueError(f"the {name} step ({type(step).__name__}) has no fit(): it cannot warp points other than the source")
-            if getattr(step, "takes_initial", False):
+        for _, step, fitted in self.fits[:steps]:
+            if step.takes_initial:
                 displacement = fitted.at(points, batch, initial=displacement)
             else:
                 displacement = displacement + fitted.at(points + displacement, batch)
@@ -59,17 +58,27 @@ class RegistrationResult:
 
 
 class RegistrationPipeline(torch.nn.Module):
-    """Compose ``prealign``, ``flow`` and ``finetune`` modules (each optional, None skips it)."""
+    """Compose ``prealign``, ``flow`` and ``finetune`` steps (each optional, None skips it)."""
 
-    def __init__(self, prealign=None, flow=None, finetune=None):
+    def __init__(self, prealign: RegistrationStep | None = None, flow: RegistrationStep | None = None,
+                 finetune: RegistrationStep | None = None):
         super().__init__()
         self.prealign, self.flow, self.finetune = prealign, flow, finetune
-        if not any(step is not None for step in (prealign, flow, finetune)):
-            raise ValueError("RegistrationPipeline needs at least one of prealign, flow, finetune")
+        for name, step in zip(STEPS, (prealign, flow, finetune)):
+            if step is not None and not isinstance(step, RegistrationStep):
+                raise TypeError(f"{name} must be a RegistrationStep (gdl.models.registration.step), got {type(step).__name__}")
+        if not self.named_steps:
+            raise ValueError(f"RegistrationPipeline needs at least one of {', '.join(STEPS)}")
+
+    @property
+    def named_steps(self) -> list[tuple[str, RegistrationStep]]:
+        """(name, step) of the steps present, in the order they run."""
+        steps = (self.prealign, self.flow, self.finetune)
+        return [(name, step) for name, step in zip(STEPS, steps) if step is not None]
 
     @property
     def steps(self) -> list[str]:
-        return [name for name in STEPS if getattr(self, name) is not None]
+        return [name for name, _ in self.named_steps]
 
     def forward(self, source, target, batch_source=None, batch_target=None, timings: dict | None = None,
                 weights_source=None, weights_target=None):
@@ -85,20 +94,17 @@ class RegistrationPipeline(torch.nn.Module):
         check_batch("batch_target", batch_target, target.shape[0], target.device)
         batch_pair(batch_source, batch_target, source.shape[0], target.shape[0], "batch_source", "batch_target")
         displacement, fits = torch.zeros_like(source), []
-        for number, name in enumerate(self.steps, start=1):
+        named_steps = self.named_steps
+        for number, (name, step) in enumerate(named_steps, start=1):
             start = _clock(source.device)
-            step = getattr(self, name)
-            report(name, f"step {number}/{len(self.steps)}, {source.shape[0]} -> {target.shape[0]} points")
-            masses = dict(weights_source=weights_source, weights_target=weights_target) if getattr(step, "takes_masses", False) else {}
-            initial = getattr(step, "takes_initial", False)
-            moving = source if initial else source + displacement
-            extra = dict(initial=displacement) if initial else {}
-            if hasattr(step, "fit"):
-                fitted = step.fit(moving, target, batch_source, batch_target, **extra, **masses)
-                step_displacement = fitted.displacement
+            report(name, f"step {number}/{len(named_steps)}, {source.shape[0]} -> {target.shape[0]} points")
+            masses = dict(weights_source=weights_source, weights_target=weights_target) if step.takes_masses else {}
+            if step.takes_initial:
+                fitted = step.fit(source, target, batch_source, batch_target, initial=displacement, **masses)
+                displacement = fitted.displacement
             else:
-                fitted, step_displacement = None, step(moving, target, batch_source, batch_target, **extra, **masses)
-            displacement = step_displacement if initial else displacement + step_displacement
+                fitted = step.fit(source + displacement, target, batch_source, batch_target, **masses)
+                displacement = displacement + fitted.displacement
             fits.append((name, step, fitted))
             seconds = _clock(source.device) - start
             if timings is not None:

@@ -18,7 +18,7 @@ scales see the whole scene and survive large motions; fine scales make the fit a
 ``rotation_search`` = R > 1 the first scale starts from R rotations about ``search_axis`` and keeps,
 per batch item, the one with the lowest unbalanced matching cost
 mean_i [c_i |T(x_i) - y_hat_i|^2 + reach^2 max(0, 1 - c_i)]. The fit uses at most ``num_points``
-random points of each cloud; ``weights_source`` / ``weights_target`` (e.g. vessel masses) are the
+random points of each cloud (drawn from ``subset_seed``); ``weights_source`` / ``weights_target`` (e.g. vessel masses) are the
 transport masses a_i, b_j, normalised per cloud (uniform when None). The fitted map applies exactly to
 any other points (``fit(...).at(points)``).
 """
@@ -31,10 +31,11 @@ import time
 import torch
 
 import gdl.ops
-from gdl.models.registration.matching import RobustMatching, item_masses, random_subset
+from gdl.models.registration.matching import RobustMatching, check_seed, item_masses, subset_pair
 from gdl.models.registration.progress import report
-from gdl.ops.batching import num_items
-from gdl.ops.checks import check_choice, check_positive
+from gdl.models.registration.step import RegistrationStep
+from gdl.ops.core.batching import num_items
+from gdl.ops.core.checks import check_choice, check_positive
 
 
 def apply_transform(x: torch.Tensor, linear: torch.Tensor, translation: torch.Tensor, batch=None) -> torch.Tensor:
@@ -84,10 +85,9 @@ class AffineWarp:
         return apply_transform(points, self.linear, self.translation, batch) - points
 
 
-class Prealign(torch.nn.Module):
+class Prealign(RegistrationStep):
     """``displacement = prealign(source, target, batch_source, batch_target)`` = T(x) - x."""
 
-    takes_initial = False
     takes_masses = True
 
     def __init__(
@@ -99,6 +99,7 @@ class Prealign(torch.nn.Module):
         rotation_search: int = 1,
         search_axis: int = 1,
         num_points: int | None = 2048,
+        subset_seed: int = 0,
         scaling: float | None = None,
         robust_factor: float | None = None,
         start: str = "centroids",
@@ -112,14 +113,12 @@ class Prealign(torch.nn.Module):
         self.rotation_search = check_positive("rotation_search", rotation_search, integer=True)
         self.search_axis = check_choice("search_axis", search_axis, (0, 1, 2))
         self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
+        self.subset_seed = check_seed("subset_seed", subset_seed)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
         )
         self.procrustes = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
-
-    def forward(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None):
-        return self.fit(source, target, batch_source, batch_target, weights_source, weights_target).displacement
 
     def fit(self, source, target, batch_source=None, batch_target=None, weights_source=None, weights_target=None) -> AffineWarp:
         """The fitted map, with its displacement at the source points."""
@@ -131,8 +130,7 @@ class Prealign(torch.nn.Module):
         items = num_items(batch_source, batch_target)
         a = item_masses(weights_source, source.shape[0], batch_source, source, "weights_source")
         b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
-        i = random_subset(batch_source, source.shape[0], self.num_points)
-        j = random_subset(batch_target, target.shape[0], self.num_points, seed=1)
+        i, j = subset_pair(batch_source, source.shape[0], batch_target, target.shape[0], self.num_points, self.subset_seed)
         x, bx = source[i], None if batch_source is None else batch_source[i]
         y, by = target[j], None if batch_target is None else batch_target[j]
         a, b = item_masses(a[i], len(i), bx, x), item_masses(b[j], len(j), by, y)

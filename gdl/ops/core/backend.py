@@ -13,8 +13,10 @@ missing from the global scope, when this module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from gdl.ops.keops_build import import_pykeops_safely
+from gdl.ops.core.keops_build import import_pykeops_safely
 
 BACKENDS = ("auto", "keops", "torch")
 
@@ -59,12 +61,25 @@ def ensure_cxx_runtime_global() -> bool:
 ensure_cxx_runtime_global()
 
 
+_KEOPS_NO_CUDA = "CUDA libraries not found or could not be loaded"
+
+
 def import_pykeops():
     """Import ``pykeops.torch`` after making the C++ runtime global, with its formula builds made
-    safe for concurrent processes (:mod:`gdl.ops.keops_build`); returns the module."""
-    if "pykeops" not in sys.modules:
-        ensure_cxx_runtime_global()
-    return import_pykeops_safely()
+    safe for concurrent processes (:mod:`gdl.ops.core.keops_build`); returns the module. On a machine
+    without CUDA, KeOps' note that it found no CUDA libraries is dropped: the CPU is the only choice."""
+    if "pykeops" in sys.modules:
+        return import_pykeops_safely()
+    ensure_cxx_runtime_global()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return import_pykeops_safely()
+    finally:
+        lines = printed.getvalue().splitlines(keepends=True)
+        drop = not torch.cuda.is_available()
+        sys.stdout.write("".join(line for line in lines if line.strip() and not (drop and _KEOPS_NO_CUDA in line)))
+        sys.stdout.flush()
 
 
 def device_key(device: torch.device | str) -> str:
@@ -79,7 +94,7 @@ def device_key(device: torch.device | str) -> str:
 _PROBE_SCRIPT = r"""
 import sys, torch
 sys.path.insert(0, {gdl_parent!r})
-from gdl.ops.backend import import_pykeops
+from gdl.ops.core.backend import import_pykeops
 LazyTensor = import_pykeops().LazyTensor
 device = torch.device({device!r})
 x = torch.randn(200, 3, device=device)
@@ -106,7 +121,7 @@ def _cache_file(key: str) -> Path:
 
 
 def _run_probe(device: torch.device) -> tuple[bool, str]:
-    gdl_parent = str(Path(__file__).resolve().parents[2])
+    gdl_parent = str(Path(__file__).resolve().parents[3])
     script = _PROBE_SCRIPT.format(gdl_parent=gdl_parent, device=str(device))
     try:
         done = subprocess.run(

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from gdl.ops.batching import BatchPair
+from gdl.ops.core.batching import BatchPair
 
 LEAF_SIZE = 16
 

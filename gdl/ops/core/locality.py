@@ -6,22 +6,22 @@ farther apart than the cutoff c = t * sigma are dropped: the caller states the b
 dropped weight can be (gaussian exp(-t^2 / 2), ...).
 
 Both clouds are cut into voxels of side ``CELL_FRACTION * c`` (a grid shared by x and y, see
-:mod:`gdl.ops.block_sparse`) and sorted by (batch item, voxel). Two voxels interact when the
+:mod:`gdl.ops.core.block_sparse`) and sorted by (batch item, voxel). Two voxels interact when the
 distance between their boxes is below c, so every pair closer than c is visited and batch items
 never mix:
 
 - KeOps backend: the interacting voxels are the block-sparse ``ranges`` of the reduction over the
   sorted points (one block of rows per voxel, both directions: the reduction over j for the
   forward pass, over i for the gradients in y). Whole blocks are visited, so some pairs a little
-  farther than c are summed too. The caller permutes its inputs with ``perm_x`` / ``perm_y`` and
-  its output back with ``inverse_x``; autograd flows through the permutations.
+  farther than c are summed too. :mod:`gdl.ops.core.window` permutes the inputs with ``perm_x`` /
+  ``perm_y`` and the output back with ``inverse_x``; autograd flows through the permutations.
 - torch backend: :meth:`LocalPairs.pairs` lists exactly the pairs (i, j) closer than c, in chunks
   of bounded size, for gathers and ``index_add`` (never an N x M block).
 
 When truncation cannot save much (the clouds fit in the cutoff, or the interacting voxels hold
 more than ``FALLBACK_FRACTION`` of the pairs of the batch items), :func:`local_pairs` returns
-None and the caller runs the plain (exact) reduction: then truncation costs a bounding box, or a
-sort, and nothing else.
+None and the plain (exact) reduction runs: then truncation costs a bounding box, or a sort, and
+nothing else.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS
-from gdl.ops.batching import BatchPair
-from gdl.ops.block_sparse import PAD, Neighbourhoods, column_offsets, column_ranges, voxel_grid
+from gdl.ops.core.base import TORCH_BLOCK_ELEMENTS
+from gdl.ops.core.batching import BatchPair
+from gdl.ops.core.block_sparse import PAD, Neighbourhoods, column_offsets, column_ranges, voxel_grid
 
 # Voxel side as a fraction of the cutoff: a query voxel reaches ~37 columns of source voxels in 3-D,
 # whose volume is about 3.5 times the cutoff ball's (a voxel of side c: 27 voxels, 6.4 times).
@@ -180,21 +180,3 @@ def num_candidates(rows: torch.Tensor, hoods: Neighbourhoods) -> int:
     rows = rows[hoods.voxel]
     return int(((rows[:, 1] - rows[:, 0]) * (hoods.end - hoods.start)).sum())
 
-
-class StreamingSoftmax:
-    """Log-domain weighted sums over pairs given in chunks, for truncated softmax-type reductions.
-
-    After ``add(i, u, v)`` for every chunk of pairs, ``shift`` (N,) is max_j u_ij (-inf for rows
-    without pairs, a constant for autograd) and ``sums`` (N, E) is sum_j exp(u_ij - shift_i) v_j,
-    differentiable in u and v. Rows met again in a later chunk are rescaled to the new maximum.
-    """
-
-    def __init__(self, n: int, e: int, like: torch.Tensor):
-        self.shift = torch.full((n,), -math.inf, dtype=like.dtype, device=like.device)
-        self.sums = like.new_zeros(n, e)
-
-    def add(self, i: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
-        shift = self.shift.scatter_reduce(0, i, u.detach(), reduce="amax")
-        rescale = torch.where(shift == self.shift, torch.ones_like(shift), (self.shift - shift).exp())
-        self.sums = (self.sums * rescale[:, None]).index_add(0, i, (u - shift[i]).exp()[:, None] * v)
-        self.shift = shift

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gdl.ops.backend import import_pykeops, keops_status
-from gdl.ops.batching import BatchPair, batch_pair
-from gdl.ops.checks import (
+from gdl.ops.core.backend import import_pykeops, keops_status
+from gdl.ops.core.batching import BatchPair, batch_pair
+from gdl.ops.core.checks import (
     check_batch,
     check_choice,
     check_finite,

@@ -8,7 +8,7 @@ written atomically, and a file that exists is trusted: a process that loads a fo
 is still compiling it fails with ``file too short``, and a build interrupted half-way (Ctrl-C, a
 kill) leaves a file that fails every later process the same way.
 
-:func:`import_pykeops_safely` (called by :func:`gdl.ops.backend.import_pykeops`) makes every build
+:func:`import_pykeops_safely` (called by :func:`gdl.ops.core.backend.import_pykeops`) makes every build
 gdl triggers safe:
 
 - one inter-process lock per cache folder (``<cache>/gdl-keops-build.lock``) is held while pykeops

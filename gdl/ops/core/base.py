@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.backend import check_backend_name, resolve_backend
+from gdl.ops.core.backend import check_backend_name, resolve_backend
 
 # Elements of an (rows x M) dense block the torch backend builds at once: bounds its memory.
 TORCH_BLOCK_ELEMENTS = 2**22

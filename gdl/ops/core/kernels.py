@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from gdl.ops.checks import check_choice
+from gdl.ops.core.checks import check_choice
 
 KERNELS = ("gaussian", "laplacian", "cauchy", "energy", "inverse_multiquadric")
 
@@ -81,7 +81,7 @@ def dense_sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def lazy_sqdist(x: torch.Tensor, y: torch.Tensor):
     """|x_i - y_j|^2 as a symbolic (N, M) KeOps LazyTensor."""
-    from gdl.ops.backend import import_pykeops
+    from gdl.ops.core.backend import import_pykeops
 
     LazyTensor = import_pykeops().LazyTensor
     return ((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1)

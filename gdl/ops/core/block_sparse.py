@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gdl.ops.base import TORCH_BLOCK_ELEMENTS
+from gdl.ops.core.base import TORCH_BLOCK_ELEMENTS
 
 MAX_DIM = 3
 MAX_RING = 3
@@ -173,7 +173,7 @@ def keops_ranges(voxel_rows: torch.Tensor, hoods: Neighbourhoods, voxels: torch.
 def ranged_topk(x, y, voxel_rows, hoods, voxels, k, p, backend):
     """Indices (N, k) into y of the k nearest, for the rows of ``voxels`` (other rows undefined)."""
     if backend == "keops":
-        from gdl.ops.backend import import_pykeops
+        from gdl.ops.core.backend import import_pykeops
 
         LazyTensor = import_pykeops().LazyTensor
         x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :])
