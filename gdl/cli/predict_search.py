@@ -16,13 +16,13 @@ ranked; exit code 1 when the protein or any candidate failed, else 0.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 from gdl.cli.predict_sites import error_line, load_model
+from gdl.command_line import ArgumentParser
 from gdl.data.pdb import PDBError, read_pdb, structure_files
 from gdl.models.dmasif import DMaSIF
 from gdl.training.checkpoint_task import WrongTaskError
@@ -63,7 +63,7 @@ def search_scores(pdb, candidates, ckpt=None, fraction: float = 0.2) -> list[tup
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gdl.cli.predict_search", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m gdl.cli.predict_search", description=__doc__)
     parser.add_argument("pdb", help="the protein: a PDB or mmCIF file (.pdb, .cif, optionally .gz)")
     parser.add_argument("candidates", nargs="+", help="candidate partners: structure files or folders of them")
     parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_search (default: the shipped model)")

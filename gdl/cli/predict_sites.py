@@ -12,19 +12,19 @@ One summary line per protein; a file that cannot be read or scored gets one ``er
 <reason>`` line and the others are still processed. Exit code 1 when any file failed, else 0.
 
 Without ``--ckpt`` the shipped pretrained site model scores the surface
-(``DMaSIF.from_pretrained("site")``, model card in the README); ``--ckpt`` takes a checkpoint of
+(``DMaSIF.from_pretrained("site")``, model card in docs/guides/proteins.md); ``--ckpt`` takes a checkpoint of
 ``experiment=protein_site`` trained with the default model settings (configs/model/dmasif.yaml).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gdl.command_line import ArgumentParser
 from gdl.data.pdb import PDBError, is_mmcif, read_structure, structure_atoms, structure_files
 from gdl.data.residue_scores import ResidueScore, residue_scores, write_residue_csv, write_scored_structure
 from gdl.models.dmasif import DMaSIF
@@ -128,7 +128,7 @@ def error_line(path, error: Exception) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gdl.cli.predict_sites", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m gdl.cli.predict_sites", description=__doc__)
     parser.add_argument("structures", nargs="+", help="PDB or mmCIF files (.pdb, .cif, optionally .gz) or folders of them")
     parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_site (default: the shipped model)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
