@@ -17,6 +17,13 @@ not cached, forward pass), beside the published anchors; JSON in
 benchmarks/results/protein_eval_<ckpt>_<split>_<device>.json. Peak memory: CUDA
 max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond.
 
+A ``--data`` folder with ``bound/`` and ``unbound/`` subfolders of ``PDBID_l`` / ``PDBID_r`` files
+(Docking Benchmark 5.5, ../shared/data/db5_5) is evaluated by a site model on both kinds of
+structure: each side, bound or unbound (the unbound files are superimposed on the complex), has its
+surface labelled from the atoms of its *bound* partner, and the per-protein median and pooled
+ROC-AUC are reported per kind (``--complexes N``: the first N complexes only); JSON in
+benchmarks/results/protein_eval_<ckpt>_db5_<split>_<device>.json.
+
 Without ``--eval-only``: complexes are split by PDB ID (test = 20% of IDs); ``--max-atoms`` keeps
 the complexes whose two sides have at most that many atoms, then the first ``--train-complexes`` /
 ``--test-complexes`` of each split are used; surface, features and forward costs are timed per
@@ -46,7 +53,14 @@ from torch_geometric.loader import DataLoader
 from gdl.cli.predict_sites import load_model
 from gdl.data.pdb import read_pdb
 from gdl.data.protein_cache import ProteinCache
-from gdl.data.proteins import SAMPLE_DIR, ProteinComplexDataModule, ProteinComplexes, find_complexes, split_by_pdb_id
+from gdl.data.proteins import (
+    SAMPLE_DIR,
+    ProteinComplexDataModule,
+    ProteinComplexes,
+    find_complexes,
+    interface_labels,
+    split_by_pdb_id,
+)
 from gdl.models.dmasif import DMaSIF, Surface, atom_radii, van_der_waals_gap
 from gdl.tasks.protein import complex_surfaces
 from gdl.tasks.protein_search import ProteinSearchTask
@@ -258,6 +272,7 @@ def main(argv=None):
     parser.add_argument("--eval-only", action="store_true", help="evaluate --ckpt on the complexes, no training")
     parser.add_argument("--split", default="all", choices=("all", "test"), help="every complex of --data, or the test split (PDB-ID hash, 20%%)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="preprocessing cache (surfaces computed once)")
+    parser.add_argument("--complexes", type=int, default=0, help="with --eval-only on bound/unbound data: the first N complexes (0: all)")
     parser.add_argument("--threshold", type=float, default=3.0, help="interface: partner atom within this many angstroms")
     parser.add_argument("--train-complexes", type=int, default=8, help="0: all training complexes")
     parser.add_argument("--test-complexes", type=int, default=8, help="0: all test complexes")
@@ -339,9 +354,77 @@ def main(argv=None):
     write_json(results, args.out / f"protein_{device.type}.json")
 
 
+def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float):
+    """Site scores of the surface of ``path`` and its labels from the atoms of ``partner`` (numpy)."""
+    atoms, partner_atoms = read_pdb(path), read_pdb(partner)
+    centre = atoms.coords.mean(0)
+    coords = (atoms.coords - centre).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    surface = model.surface(coords, atoms.types.to(device), None, atoms.residue_properties().to(device), generator=generator)
+    scores = model(surface, coords, atoms.types.to(device))
+    others = (partner_atoms.coords - centre).to(device)
+    zeros = functools.partial(torch.zeros, dtype=torch.long, device=device)
+    labels = interface_labels(surface.points, zeros(len(surface.points)), others, zeros(len(others)), threshold)
+    return scores.cpu().numpy(), labels.cpu().numpy()
+
+
+def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float) -> dict:
+    """Per kind (bound, unbound): per-protein site ROC-AUC of each side of ``complexes`` (IDs of
+    ``folder/bound``), labelled from the bound partner's atoms, their median and the pooled ROC-AUC."""
+    import numpy as np
+
+    result = {}
+    for kind in ("bound", "unbound"):
+        per_protein, all_scores, all_labels = {}, [], []
+        for complex_ in complexes:
+            for side, other in (("l", "r"), ("r", "l")):
+                path = folder / kind / f"{complex_.pdb_id}_{side}.pdb.gz"
+                with torch.no_grad():
+                    scores, labels = site_scores_and_labels(model, path, folder / "bound" / f"{complex_.pdb_id}_{other}.pdb.gz", device, threshold)
+                if 0 < labels.sum() < len(labels):
+                    per_protein[path.name] = float(roc_auc_score(labels, scores))
+                all_scores.append(scores)
+                all_labels.append(labels)
+            print(f"  {kind} {complex_.pdb_id}: " + ", ".join(f"{per_protein.get(f'{complex_.pdb_id}_{s}.pdb.gz', float('nan')):.3f}" for s in "lr"), flush=True)
+        result[kind] = {
+            "roc_auc_median": statistics.median(per_protein.values()),
+            "roc_auc_pooled": float(roc_auc_score(np.concatenate(all_labels), np.concatenate(all_scores))),
+            "per_protein_roc_auc": per_protein,
+        }
+    return result
+
+
+def eval_bound_unbound(args, model: DMaSIF, device) -> None:
+    """``--eval-only`` on a folder with ``bound/`` and ``unbound/``: site ROC-AUC of both kinds, table + JSON."""
+    if model.head_kind != "site":
+        raise SystemExit(f"error: bound/unbound evaluation needs a site model, got a {model.head_kind} one")
+    complexes = find_complexes(args.data / "bound")
+    if args.split == "test":
+        complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
+    if args.complexes:
+        complexes = complexes[: args.complexes]
+    print(f"site model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, bound and unbound, device {device}")
+    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold)
+    anchor = ANCHORS["dMaSIF site ROC-AUC (3 layers, 9 A)"]
+    print(f"\n{'site ROC-AUC':<12}  {'per-protein median':>18}  {'pooled':>8}  {'proteins':>8}  {'published (MaSIF bound)':>24}")
+    for kind, values in result.items():
+        row = f"{kind:<12}  {values['roc_auc_median']:>18.3f}  {values['roc_auc_pooled']:>8.3f}  {len(values['per_protein_roc_auc']):>8}"
+        print(f"{row}  {anchor:>24}")
+    result.update(
+        anchors=ANCHORS,
+        settings={k: str(v) for k, v in vars(args).items()},
+        model=model.config,
+        complexes=[c.pdb_id for c in complexes],
+        machine=machine(device),
+    )
+    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_db5_{args.split}_{device.type}.json")
+
+
 def eval_only(args, device) -> None:
     """``--eval-only``: metrics of ``--ckpt`` on the complexes of ``--data``, table + JSON."""
     model = checkpoint_model(args.ckpt or "site").eval()
+    if (args.data / "bound").is_dir() and (args.data / "unbound").is_dir():
+        return eval_bound_unbound(args, model, device)
     complexes = find_complexes(args.data)
     if args.split == "test":
         complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]

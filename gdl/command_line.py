@@ -10,8 +10,8 @@ import sys
 
 
 def plain(text: str | None) -> str:
-    """``text`` with the double backticks of code literals removed (``x`` -> x)."""
-    return re.sub(r"``(.+?)``", r"\1", text or "")
+    """``text`` without reStructuredText markup: code literals (``x`` -> x) and roles (:func:`f` -> f)."""
+    return re.sub(r"``(.+?)``|:\w+:`(.+?)`", lambda match: match.group(1) or match.group(2), text or "")
 
 
 def plural(count: int, noun: str) -> str:

@@ -7,6 +7,7 @@ from gdl.command_line import ArgumentParser, plain, plural
 
 def test_plain_help_and_plurals():
     assert plain("writes ``<out>/x.npy`` and ``y``") == "writes <out>/x.npy and y"
+    assert plain("read as :func:`gdl.data.pdb.read_pdb` reads it") == "read as gdl.data.pdb.read_pdb reads it"
     assert [plural(n, "point") for n in (0, 1, 2, 12000)] == ["0 points", "1 point", "2 points", "12,000 points"]
 
 

@@ -1,22 +1,32 @@
-"""Predict the interaction sites of a protein: a scored surface as PLY (``score`` property) and PNG.
+"""Predict the interaction sites of proteins: scored surfaces, residues and structures.
 
-    python -m gdl.cli.predict_sites protein.pdb[.gz] [--ckpt best.ckpt] --out results/
+    python -m gdl.cli.predict_sites protein.pdb[.gz] other.cif[.gz] folder/ ... [--ckpt best.ckpt] --out results/
+
+Each structure (PDB or mmCIF, gzipped or not; a folder stands for the structure files under it) is
+read as :func:`gdl.data.pdb.read_pdb` reads it, its surface scored, and ``<name>_sites.*`` written in
+``--out``: ``.ply`` (surface points with normals and ``score``), ``.png`` (a view of the scored
+surface), ``.csv`` (one row per residue: chain, residue number, insertion code, name, score,
+surface points; :mod:`gdl.data.residue_scores`) and ``.pdb`` or ``.cif`` (the structure read, in the
+format given, with each residue's score in the B-factor column: ``spectrum b`` in PyMOL or ChimeraX).
+One summary line per protein; a file that cannot be read or scored gets one ``error: <file>:
+<reason>`` line and the others are still processed. Exit code 1 when any file failed, else 0.
 
 Without ``--ckpt`` the shipped pretrained site model scores the surface
-(``DMaSIF.from_pretrained("site")``, model card in the README); ``--ckpt`` takes a checkpoint of
+(``DMaSIF.from_pretrained("site")``, model card in docs/guides/proteins.md); ``--ckpt`` takes a checkpoint of
 ``experiment=protein_site`` trained with the default model settings (configs/model/dmasif.yaml).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gdl.data.pdb import read_pdb
+from gdl.command_line import ArgumentParser
+from gdl.data.pdb import PDBError, is_mmcif, read_structure, structure_atoms, structure_files
+from gdl.data.residue_scores import ResidueScore, residue_scores, write_residue_csv, write_scored_structure
 from gdl.models.dmasif import DMaSIF
 from gdl.tasks.protein import MODEL_CONFIG_KEY
 from gdl.tasks.checkpoint_task import WrongTaskError, load_task_checkpoint
@@ -76,36 +86,67 @@ def write_png(path: Path, points: np.ndarray, scores: np.ndarray, title: str) ->
     plt.close(figure)
 
 
-def predict_sites(pdb: str, ckpt: str | None, out: str) -> tuple[Path, Path]:
-    """Score the surface of ``pdb`` and write ``<name>_sites.ply`` and ``<name>_sites.png`` in ``out``."""
-    atoms = read_pdb(pdb)
-    model = load_model(ckpt, "site")
-    coords = atoms.coords - atoms.coords.mean(0)
+def predict_sites(path, model: DMaSIF, out) -> tuple[dict[str, Path], list[ResidueScore], int]:
+    """Score the surface of the structure ``path`` with a site ``model`` and write its ``_sites``
+    files in ``out`` (module docstring). Returns the files by kind, the scored residues and the
+    number of surface points."""
+    path = Path(path)
+    structure = read_structure(path)
+    atoms = structure_atoms(structure, path)
+    centre = atoms.coords.mean(0)
+    coords = atoms.coords - centre
     with torch.no_grad():
-        surface = model.surface(coords, atoms.types, None, atoms.residue_properties())
+        generator = torch.Generator().manual_seed(0)  # the same file gives the same surface, run after run
+        surface = model.surface(coords, atoms.types, None, atoms.residue_properties(), generator=generator)
         scores = torch.sigmoid(model(surface, coords, atoms.types)).numpy()
-    points = (surface.points + atoms.coords.mean(0)).numpy()
+    points = (surface.points + centre).numpy()
+    residues = residue_scores(points, scores, atoms)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(pdb).name.split(".")[0]
-    ply, png = out_dir / f"{stem}_sites.ply", out_dir / f"{stem}_sites.png"
-    write_ply(ply, points, surface.normals.numpy(), scores)
-    write_png(png, points, scores, f"{stem}: predicted interface")
-    return ply, png
+    stem = path.name.split(".")[0]
+    files = {kind: out_dir / f"{stem}_sites.{kind}" for kind in ("ply", "png", "csv")}
+    files["structure"] = out_dir / f"{stem}_sites.{'cif' if is_mmcif(path) else 'pdb'}"
+    write_ply(files["ply"], points, surface.normals.numpy(), scores)
+    write_png(files["png"], points, scores, f"{stem}: predicted interface")
+    write_residue_csv(files["csv"], residues)
+    write_scored_structure(files["structure"], structure, residues)
+    return files, residues, len(points)
+
+
+def summary(path, residues: list[ResidueScore], points: int, top: int = 5) -> str:
+    """``<file>: <n> residues, <points> surface points; top residues: A:52 TYR 0.91, ...``."""
+    scored = sorted((r for r in residues if r.points), key=lambda r: -r.score)[:top]
+    best = ", ".join(f"{r.label} {r.score:.2f}" for r in scored)
+    return f"{path}: {len(residues)} residues, {points} surface points; top residues: {best}"
+
+
+def error_line(path, error: Exception) -> str:
+    """``error: <file>: <reason>`` in one line, whether or not the reason already names the file."""
+    reason = " ".join(str(error).split())
+    reason = reason.removeprefix(f"{path}:").removeprefix(f"{path},").strip()
+    return f"error: {path}: {reason}"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gdl.cli.predict_sites", description=__doc__.splitlines()[0])
-    parser.add_argument("pdb", help="a .pdb or .pdb.gz file")
+    parser = ArgumentParser(prog="python -m gdl.cli.predict_sites", description=__doc__)
+    parser.add_argument("structures", nargs="+", help="PDB or mmCIF files (.pdb, .cif, optionally .gz) or folders of them")
     parser.add_argument("--ckpt", default=None, help="checkpoint of experiment=protein_site (default: the shipped model)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     args = parser.parse_args(argv)
     try:
-        ply, png = predict_sites(args.pdb, args.ckpt, args.out)
+        model = load_model(args.ckpt, "site")
     except (FileNotFoundError, WrongTaskError) as error:
         sys.exit(f"error: {error}")
-    print(f"wrote {ply}\nwrote {png}")
-    return 0
+    failed = 0
+    for path in structure_files(args.structures):
+        try:
+            _, residues, points = predict_sites(path, model, args.out)
+        except (PDBError, OSError, ValueError) as error:
+            failed += 1
+            print(error_line(path, error), flush=True)
+            continue
+        print(summary(path, residues, points), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

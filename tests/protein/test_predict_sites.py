@@ -36,8 +36,20 @@ def test_a_training_checkpoint_rebuilds_its_own_model_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_sites_writes_scored_surface(tmp_path):
+def test_predict_sites_on_three_files_one_unreadable(tmp_path, capsys):
+    """A PDB file, an mmCIF file and a corrupt one in one call: two results, one error line, exit 1."""
+    import csv
+    from pathlib import Path
+
+    import gemmi
+
     pdb = SAMPLE_DIR / "3E2U_E.pdb.gz"
+    structure = gemmi.read_structure(str(Path(__file__).parent / "files" / "3FN1_l_MSE.pdb"))
+    structure.setup_entities()
+    cif = tmp_path / "3FN1_cut.cif"
+    structure.make_mmcif_document().write_file(str(cif))
+    corrupt = tmp_path / "corrupt.pdb.gz"
+    corrupt.write_bytes(b"not gzip at all")
     # A checkpoint in Lightning's layout whose site head always answers 0.73.
     model = DMaSIF.from_pretrained("site")
     last = model.head.mlp[-1]
@@ -45,13 +57,27 @@ def test_predict_sites_writes_scored_surface(tmp_path):
     torch.nn.init.constant_(last.bias, float(np.log(0.73 / 0.27)))
     ckpt = tmp_path / "site.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
-    assert main([str(pdb), "--ckpt", str(ckpt), "--out", str(tmp_path / "out")]) == 0
-    vertex = PlyData.read(str(tmp_path / "out" / "3E2U_E_sites.ply"))["vertex"]
+    out = tmp_path / "out"
+    assert main([str(pdb), str(corrupt), str(cif), "--ckpt", str(ckpt), "--out", str(out)]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[KeOps]")]
+    assert len(lines) == 3 and lines[1].startswith(f"error: {corrupt}: cannot be read")
+    assert lines[0].startswith(f"{pdb}: 23 residues, ") and "top residues: E:" in lines[0]
+    assert lines[2].startswith(f"{cif}: 3 residues, ") and "A:376 MSE 0.73" in lines[2]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}_sites.{kind}" for stem, format in (("3E2U_E", "pdb"), ("3FN1_cut", "cif")) for kind in ("ply", "png", "csv", format)
+    )
+    vertex = PlyData.read(str(out / "3E2U_E_sites.ply"))["vertex"]
     assert len(vertex) > 100
     assert np.allclose(vertex["score"], 0.73, atol=1e-4)
     normals = np.stack([vertex["nx"], vertex["ny"], vertex["nz"]], 1)
     assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-4)
-    assert (tmp_path / "out" / "3E2U_E_sites.png").stat().st_size > 1000
+    assert (out / "3E2U_E_sites.png").stat().st_size > 1000
+    rows = list(csv.DictReader(open(out / "3E2U_E_sites.csv")))
+    assert len(rows) == 23 and sum(int(r["surface_points"]) for r in rows) == len(vertex)
+    assert all(r["score"] == ("0.7300" if int(r["surface_points"]) else "") for r in rows)
+    written = gemmi.read_structure(str(out / "3FN1_cut_sites.cif"))
+    assert [r.name for r in written[0][0]] == ["GLN", "MSE", "LYS"]
+    assert {round(a.b_iso, 4) for r in written[0][0] for a in r} == {0.73}
 
 
 @pytest.mark.slow
@@ -78,7 +104,7 @@ def test_shipped_site_model_finds_the_interface_of_a_sample_complex(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_search_ranks_candidates(capsys):
+def test_predict_search_ranks_candidates(tmp_path, capsys):
     from gdl.cli.predict_search import main as search_main
     from gdl.cli.predict_search import search_scores
 
@@ -88,5 +114,10 @@ def test_predict_search_ranks_candidates(capsys):
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
     assert search_main([str(SAMPLE_DIR / "3EYD_C.pdb.gz"), str(candidates[0])]) == 0
     assert "3EYD_D.pdb.gz" in capsys.readouterr().out
+    (tmp_path / "empty.pdb").write_text("REMARK nothing\n")
+    assert search_main([str(SAMPLE_DIR / "3EYD_C.pdb.gz"), str(candidates[0]), str(tmp_path / "empty.pdb")]) == 1
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[KeOps]")]
+    assert printed[0] == f"error: {tmp_path / 'empty.pdb'}: no ATOM or HETATM record: the file holds no atoms"
+    assert len(printed) == 3 and printed[2].endswith("3EYD_D.pdb.gz")
     with pytest.raises(ValueError, match="fraction must be in"):
         search_scores(SAMPLE_DIR / "3EYD_C.pdb.gz", candidates, fraction=0)
