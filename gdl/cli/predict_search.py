@@ -25,7 +25,7 @@ from gdl.cli.predict_sites import error_line, load_model
 from gdl.command_line import ArgumentParser
 from gdl.data.pdb import PDBError, read_pdb, structure_files
 from gdl.models.dmasif import DMaSIF
-from gdl.training.checkpoint_task import WrongTaskError
+from gdl.tasks.checkpoint_task import WrongTaskError
 
 
 def _surface_and_outputs(model: DMaSIF, pdb):
