@@ -61,19 +61,33 @@ def pytest_collection_modifyitems(config, items) -> None:
     items[:] = kept
 
 
-def pytest_report_header(config) -> str:
+MISSING_DATA = "needs the real data folder: set GDL_SHARED_DATA or place shared/data beside the repo"
+
+
+def seed_rule() -> str:
     requested = os.environ.get(SEED_VARIABLE, "").strip()
     if not requested:
-        source = f"fixed per test (CRC32 of the test id; {SEED_VARIABLE}=<n> or =random to change)"
-    elif requested == "random":
-        source = "random per test (printed on failure)"
-    else:
-        source = f"{requested} for every test ({SEED_VARIABLE})"
+        return f"fixed per test (CRC32 of the test id; {SEED_VARIABLE}=<n> or =random to change)"
+    if requested == "random":
+        return "random per test (printed with each failure)"
+    return f"{requested} for every test ({SEED_VARIABLE})"
+
+
+def pytest_report_header(config) -> str:
     data = _shared_data_dir()
-    data_line = f"real data: {data}" if data else (
-        "real data: NOT FOUND (set GDL_SHARED_DATA or place shared/data beside the repo); tests on real data skip"
-    )
-    return f"random seeds: {source}\n{data_line}"
+    return f"random seeds: {seed_rule()}\nreal data: {data if data else 'NOT FOUND: ' + MISSING_DATA}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The seed rule, and how many tests the missing real data folder skipped, file by file."""
+    terminalreporter.write_line(f"random seeds: {seed_rule()}")
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if MISSING_DATA in str(report.longrepr)]
+    if skipped:
+        files = sorted({report.nodeid.split("::")[0] for report in skipped})
+        terminalreporter.write_line(
+            f"real data folder not found: {len(skipped)} tests in {len(files)} files skipped ({', '.join(files)}); "
+            "set GDL_SHARED_DATA or place shared/data beside the repo", yellow=True,
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +118,7 @@ def shared_data() -> Path:
     """The real data folder (../shared/data or $GDL_SHARED_DATA); skips, saying so, when it is absent."""
     path = _shared_data_dir()
     if path is None:
-        pytest.skip("needs the real data folder: set GDL_SHARED_DATA or place shared/data beside the repo")
+        pytest.skip(MISSING_DATA)
     return path
 
 
