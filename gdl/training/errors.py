@@ -9,7 +9,7 @@
   Hydra raise them (``HYDRA_FULL_ERROR=1``, unless the user set it) and print
   ``error: <Hydra's message on one line>`` instead. A key that does not exist
   (``trainer.max_epoch=3``) is answered with the closest existing one, found in the config composed
-  without that override.
+  from the command line's group choices.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def closest_key(key: str, config_dir: Path, config_name: str, arguments: list[st
     from omegaconf import DictConfig, OmegaConf
 
     parent, _, name = key.rpartition(".")
-    keys = [(argument, argument.partition("=")[0]) for argument in arguments if "=" in argument]
-    others = [argument for argument, name in keys if "." not in name.lstrip("+~") or name.startswith("hydra.")]
+    settings = [(argument, argument.partition("=")[0]) for argument in arguments if "=" in argument]
+    others = [argument for argument, setting in settings if "." not in setting.lstrip("+~") or setting.startswith("hydra.")]
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
