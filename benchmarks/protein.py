@@ -2,7 +2,7 @@
 
     # evaluate the shipped site / search model, or a checkpoint, on every complex of a folder:
     python benchmarks/protein.py --ckpt site|search|PATH --data DIR --eval-only [--split all|test]
-        [--cache-dir DIR] [--threshold 3.0] [--device cpu]
+        [--cache-dir DIR] [--threshold 3.0] [--strip-hydrogens] [--device cpu]
 
     # costs per protein and a small training run (8 complexes x 1 epoch by default):
     python benchmarks/protein.py [--data ../shared/data/masif_search_pairs] [--train-complexes 8]
@@ -14,7 +14,9 @@ within ``--threshold`` angstroms of a partner atom, and reports the per-protein 
 site ROC-AUC (site model) or the ROC-AUC of true versus random point pairs, the mean partner rank
 and the top-1 rate (search model), with seconds and peak memory per protein (surface sampling when
 not cached, forward pass), beside the published anchors; JSON in
-benchmarks/results/protein_eval_<ckpt>_<split>_<device>.json. Peak memory: CUDA
+benchmarks/results/protein_eval_<ckpt>_<split>_<device>.json. ``--strip-hydrogens`` reads every
+file, both sides, without its H and D atoms (surfaces and labels alike: a protonated set evaluated
+as an X-ray set would be), and adds ``_noH`` to the JSON name. Peak memory: CUDA
 max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond.
 
 A ``--data`` folder with ``bound/`` and ``unbound/`` subfolders of ``PDBID_l`` / ``PDBID_r`` files
@@ -225,10 +227,11 @@ def checkpoint_model(name: str) -> DMaSIF:
     return load_model(name, "search" if any("head.binder" in k for k in weights) else "site")
 
 
-def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None) -> dict:
-    """Metrics of ``model`` on every complex (both sides), with seconds and peak MB per protein."""
-    cache = ProteinCache(cache_dir, model) if cache_dir else None
-    dataset = ProteinComplexes(complexes, cache=cache)
+def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None, hydrogens: bool = True) -> dict:
+    """Metrics of ``model`` on every complex (both sides), with seconds and peak MB per protein;
+    ``hydrogens=False`` reads the files without their H and D atoms."""
+    cache = ProteinCache(cache_dir, model, hydrogens=hydrogens) if cache_dir else None
+    dataset = ProteinComplexes(complexes, cache=cache, hydrogens=hydrogens)
     task = (ProteinSiteTask if model.head_kind == "site" else ProteinSearchTask)(model.to(device), threshold=threshold)
     task.reset()
     rows = {k: [] for k in ("surface_s", "surface_mb", "forward_s", "forward_mb", "points", "atoms")}
@@ -274,6 +277,7 @@ def main(argv=None):
     parser.add_argument("--cache-dir", type=Path, default=None, help="preprocessing cache (surfaces computed once)")
     parser.add_argument("--complexes", type=int, default=0, help="with --eval-only on bound/unbound data: the first N complexes (0: all)")
     parser.add_argument("--threshold", type=float, default=3.0, help="interface: partner atom within this many angstroms")
+    parser.add_argument("--strip-hydrogens", action="store_true", help="with --eval-only: read every file without its H and D atoms")
     parser.add_argument("--train-complexes", type=int, default=8, help="0: all training complexes")
     parser.add_argument("--test-complexes", type=int, default=8, help="0: all test complexes")
     parser.add_argument("--max-atoms", type=int, default=0, help="keep complexes with at most this many atoms a side (0: all)")
@@ -290,6 +294,8 @@ def main(argv=None):
         return eval_only(args, device)
     if args.ckpt:
         parser.error("--ckpt needs --eval-only")
+    if args.strip_hydrogens:
+        parser.error("--strip-hydrogens needs --eval-only")
     train, _, test = split_by_pdb_id(find_complexes(args.data), val_fraction=0.0, test_fraction=0.2)
     model_args = dict(resolution=args.resolution, points_per_atom=args.points_per_atom, curvature_scales=[], chemical_channels=0)
     if args.max_atoms:
@@ -354,9 +360,10 @@ def main(argv=None):
     write_json(results, args.out / f"protein_{device.type}.json")
 
 
-def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float):
-    """Site scores of the surface of ``path`` and its labels from the atoms of ``partner`` (numpy)."""
-    atoms, partner_atoms = read_pdb(path), read_pdb(partner)
+def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float, hydrogens: bool = True):
+    """Site scores of the surface of ``path`` and its labels from the atoms of ``partner`` (numpy),
+    both read with or without their hydrogens."""
+    atoms, partner_atoms = read_pdb(path, hydrogens=hydrogens), read_pdb(partner, hydrogens=hydrogens)
     centre = atoms.coords.mean(0)
     coords = (atoms.coords - centre).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -368,7 +375,7 @@ def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: floa
     return scores.cpu().numpy(), labels.cpu().numpy()
 
 
-def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float) -> dict:
+def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float, hydrogens: bool = True) -> dict:
     """Per kind (bound, unbound): per-protein site ROC-AUC of each side of ``complexes`` (IDs of
     ``folder/bound``), labelled from the bound partner's atoms, their median and the pooled ROC-AUC."""
     import numpy as np
@@ -380,7 +387,8 @@ def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, thres
             for side, other in (("l", "r"), ("r", "l")):
                 path = folder / kind / f"{complex_.pdb_id}_{side}.pdb.gz"
                 with torch.no_grad():
-                    scores, labels = site_scores_and_labels(model, path, folder / "bound" / f"{complex_.pdb_id}_{other}.pdb.gz", device, threshold)
+                    partner = folder / "bound" / f"{complex_.pdb_id}_{other}.pdb.gz"
+                    scores, labels = site_scores_and_labels(model, path, partner, device, threshold, hydrogens)
                 if 0 < labels.sum() < len(labels):
                     per_protein[path.name] = float(roc_auc_score(labels, scores))
                 all_scores.append(scores)
@@ -404,7 +412,7 @@ def eval_bound_unbound(args, model: DMaSIF, device) -> None:
     if args.complexes:
         complexes = complexes[: args.complexes]
     print(f"site model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, bound and unbound, device {device}")
-    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold)
+    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold, not args.strip_hydrogens)
     anchor = ANCHORS["dMaSIF site ROC-AUC (3 layers, 9 A)"]
     print(f"\n{'site ROC-AUC':<12}  {'per-protein median':>18}  {'pooled':>8}  {'proteins':>8}  {'published (MaSIF bound)':>24}")
     for kind, values in result.items():
@@ -417,7 +425,8 @@ def eval_bound_unbound(args, model: DMaSIF, device) -> None:
         complexes=[c.pdb_id for c in complexes],
         machine=machine(device),
     )
-    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_db5_{args.split}_{device.type}.json")
+    suffix = "_noH" if args.strip_hydrogens else ""
+    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_db5_{args.split}{suffix}_{device.type}.json")
 
 
 def eval_only(args, device) -> None:
@@ -429,7 +438,7 @@ def eval_only(args, device) -> None:
     if args.split == "test":
         complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
     print(f"{model.head_kind} model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, device {device}")
-    result = evaluate(model, complexes, device, args.threshold, args.cache_dir)
+    result = evaluate(model, complexes, device, args.threshold, args.cache_dir, not args.strip_hydrogens)
     m, c = result["metrics"], result["costs"]
     if model.head_kind == "site":
         table = [
@@ -460,7 +469,8 @@ def eval_only(args, device) -> None:
         complexes=[c.name for c in complexes],
         machine=machine(device),
     )
-    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}_{device.type}.json")
+    suffix = "_noH" if args.strip_hydrogens else ""
+    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}{suffix}_{device.type}.json")
 
 
 if __name__ == "__main__":

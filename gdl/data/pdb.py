@@ -10,7 +10,9 @@ What is kept, and why (the surface the models see is the protein's, as in their 
   residues such as MSE, SEP, TPO). Waters, ions and metals (ZN, CA, FE...), ligands and cofactors
   (ATP, HEM, FAD...), glycans (NAG, MAN...), nucleic acids, and ``HETATM`` caps or residues that are
   not tabulated amino acids (ACE, NH2, 5HP) are dropped;
-- hydrogens, when the file has them (deuterium is read as hydrogen).
+- hydrogens, when the file has them (deuterium is read as hydrogen); ``hydrogens=False`` drops
+  every H and D atom, so that a protonated file and the same file without hydrogens give the same
+  atoms (X-ray structures, AlphaFold models and docking benchmarks usually have none).
 
 The element of an atom of a tabulated amino acid comes from its name, which the Chemical Component
 Dictionary fixes (the first letter after any leading digits: ``CA`` carbon, ``1HG1`` hydrogen,
@@ -161,10 +163,10 @@ def _set_amino_acid_elements(residue: gemmi.Residue) -> None:
             atom.element = gemmi.Element("Se" if letters.startswith("SE") and residue.name in ("MSE", "SEC") else letters[0])
 
 
-def read_structure(path) -> gemmi.Structure:
+def read_structure(path, hydrogens: bool = True) -> gemmi.Structure:
     """The protein of ``path`` as a gemmi structure: first model, first conformer, amino-acid
-    residues only (module docstring). Raises :class:`PDBError` when the file cannot be parsed or
-    holds no protein atom."""
+    residues only, without H and D atoms when ``hydrogens`` is false (module docstring). Raises
+    :class:`PDBError` when the file cannot be parsed or holds no protein atom."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"structure file not found: {path}")
@@ -180,6 +182,8 @@ def read_structure(path) -> gemmi.Structure:
                 del chain[index]
             else:
                 _set_amino_acid_elements(chain[index])
+    if not hydrogens:
+        structure.remove_hydrogens()
     structure.remove_empty_chains()
     if not any(len(residue) for chain in structure[0] for residue in chain):
         raise PDBError(f"{path}: no protein atom (amino-acid residue) in the first model")
@@ -224,8 +228,9 @@ def structure_atoms(structure: gemmi.Structure, path, unknown: str = "warn") -> 
     return Atoms(coords, types, elements, chains, residues)
 
 
-def read_pdb(path, unknown: str = "warn") -> Atoms:
+def read_pdb(path, unknown: str = "warn", hydrogens: bool = True) -> Atoms:
     """The protein atoms of a PDB or mmCIF file (``.pdb``, ``.cif``, either gzipped): first model,
-    first conformer, amino-acid residues (module docstring); ``unknown`` as in :func:`structure_atoms`.
-    A file that cannot be parsed, or holds no protein atom, raises :class:`PDBError`."""
-    return structure_atoms(read_structure(path), path, unknown)
+    first conformer, amino-acid residues, hydrogens kept or (``hydrogens=False``) dropped (module
+    docstring); ``unknown`` as in :func:`structure_atoms`. A file that cannot be parsed, or holds no
+    protein atom, raises :class:`PDBError`."""
+    return structure_atoms(read_structure(path, hydrogens), path, unknown)

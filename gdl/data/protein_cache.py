@@ -43,15 +43,19 @@ class ProteinCache:
     ``features`` (N, F). The sampling of each file is seeded by ``seed`` and the file's hash, so a
     rebuilt entry is the same surface. An entry missing from ``folder`` is read from the first of the
     read-only ``shipped`` folders that holds it; new entries are always written to ``folder``.
+    ``hydrogens=False`` reads the files without their H and D atoms (a setting of the key).
     """
 
-    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn", shipped=()):
+    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn", shipped=(), hydrogens: bool = True):
         self.folder = Path(folder)
         self.shipped = [Path(f) for f in shipped]
         self.model = model
         self.seed = int(seed)
         self.unknown_elements = unknown_elements
+        self.hydrogens = hydrogens
         self.settings = {**model.surface_settings(), "seed": self.seed, "format": FORMAT_VERSION}
+        if not hydrogens:  # only then, so that the entries read with hydrogens keep their keys
+            self.settings["hydrogens"] = False
 
     def key(self, path) -> str:
         text = json.dumps({"file": file_sha256(path), **self.settings}, sort_keys=True)
@@ -83,7 +87,7 @@ class ProteinCache:
 
     def compute(self, path) -> dict[str, torch.Tensor]:
         """Read ``path`` and compute its surface and fixed features (no cache involved)."""
-        atoms = read_pdb(path, unknown=self.unknown_elements)
+        atoms = read_pdb(path, unknown=self.unknown_elements, hydrogens=self.hydrogens)
         properties = atoms.residue_properties()
         seed = int(file_sha256(path)[:8], 16) ^ self.seed
         generator = torch.Generator().manual_seed(seed)

@@ -143,12 +143,18 @@ class ProteinComplexes(torch.utils.data.Dataset):
     (hydropathy and charge, :meth:`~gdl.data.pdb.Atoms.residue_properties`) and the same for side 2,
     centred on side 1's centroid, with ``name`` (``PDBID_CHAINS1_CHAINS2``). With a ``cache`` each
     side also carries its surface: ``points_1`` (N1, 3), ``normals_1``, ``features_1`` (N1, F).
-    Items are kept in memory after their first read."""
+    ``hydrogens=False`` reads the files without their H and D atoms (a ``cache`` must have been made
+    with the same setting). Items are kept in memory after their first read."""
 
-    def __init__(self, complexes: list[Complex], unknown_elements: str = "warn", cache: ProteinCache | None = None):
+    def __init__(
+        self, complexes: list[Complex], unknown_elements: str = "warn", cache: ProteinCache | None = None, hydrogens: bool = True
+    ):
+        if cache is not None and cache.hydrogens != hydrogens:
+            raise ValueError(f"hydrogens={hydrogens} but the cache was made with hydrogens={cache.hydrogens}")
         self.complexes = list(complexes)
         self.unknown_elements = unknown_elements
         self.cache = cache
+        self.hydrogens = hydrogens
         self._items: dict[int, Data] = {}
 
     def __len__(self) -> int:
@@ -157,7 +163,7 @@ class ProteinComplexes(torch.utils.data.Dataset):
     def _side(self, path) -> dict[str, torch.Tensor]:
         if self.cache is not None:
             return self.cache.get(path)
-        atoms = read_pdb(path, unknown=self.unknown_elements)
+        atoms = read_pdb(path, unknown=self.unknown_elements, hydrogens=self.hydrogens)
         return {"atoms": atoms.coords, "types": atoms.types, "residue_properties": atoms.residue_properties()}
 
     def __getitem__(self, index: int) -> Data:

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import gdl.ops
 from gdl.data.protein_cache import ProteinCache
-from gdl.data.proteins import SAMPLE_CACHE_DIR, SAMPLE_DIR
+from gdl.data.proteins import SAMPLE_CACHE_DIR, SAMPLE_DIR, ProteinComplexes
 from gdl.models.dmasif import DMaSIF
 
 pytestmark = pytest.mark.skipif("grid_subsample" not in gdl.ops.available(), reason="needs grid_subsample")
@@ -45,6 +45,10 @@ def test_cache_reuses_rebuilds_and_keys_on_file_and_settings(tmp_path, monkeypat
     assert other_setting.entry_path(pdb) != entry
     other_seed = ProteinCache(tmp_path / "cache", DMaSIF(**SMALL), seed=1)
     assert other_seed.entry_path(pdb) != entry
+    without_hydrogens = ProteinCache(tmp_path / "cache", DMaSIF(**SMALL), hydrogens=False)
+    assert without_hydrogens.entry_path(pdb) != entry
+    with pytest.raises(ValueError, match="hydrogens"):
+        ProteinComplexes([], cache=without_hydrogens)
     shutil.copy(SAMPLE_DIR / "3E2U_E.pdb.gz", pdb)  # new content, same name
     assert cache.entry_path(pdb) != entry
 

@@ -190,3 +190,25 @@ def test_empty_and_atomless_files_are_errors(tmp_path):
         read_pdb(corrupt)
     with pytest.raises(ValueError, match="unknown must be"):
         read_pdb(SAMPLE_DIR / "1I07_A.pdb.gz", unknown="ignore")
+
+
+def test_hydrogens_false_keeps_the_heavy_atoms_of_a_protonated_file():
+    """Two lysines cut from a protonated MaSIF file: 18 heavy atoms, 25 hydrogens."""
+    path = CUTS / "1I07_A_protonated.pdb"
+    lines = [l for l in open(path) if l.startswith("ATOM")]
+    heavy = [i for i, l in enumerate(lines) if l[76:78].strip() != "H"]
+    assert (len(heavy), len(lines) - len(heavy)) == (18, 25)
+    every, stripped = read_pdb(path), read_pdb(path, hydrogens=False)
+    assert "H" in every.elements and "H" not in stripped.elements
+    assert torch.equal(stripped.coords, every.coords[heavy])
+    assert torch.equal(stripped.types, every.types[heavy])
+    assert stripped.types[:, ATOM_TYPES.index("H")].sum() == 0
+    assert stripped.residue_ids == [every.residue_ids[i] for i in heavy]
+    assert stripped.elements == [l[76:78].strip() for l in lines if l[76:78].strip() != "H"]
+
+
+def test_hydrogens_false_drops_deuterium(tmp_path):
+    text = atom_line(1, name=" N  ", element="N") + atom_line(2, name=" D  ", xyz=(1.0, 2.0, 4.0), element="D")
+    path = write(tmp_path, "X_A.pdb", text)
+    assert read_pdb(path).elements == ["N", "H"]
+    assert read_pdb(path, hydrogens=False).elements == ["N"]
