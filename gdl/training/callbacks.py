@@ -10,8 +10,10 @@ each epoch with its metrics, and, within a long epoch (or validation, or test), 
 
 Epochs are numbered from 0 as everywhere in a run (Lightning's counter, the ``epoch_003.ckpt`` names,
 the logs): "epoch 3/9" is the fourth of ten. The estimate is linear in the training batches still to
-run, timed from the end of the first batch (which includes one-time work such as KeOps compilation;
-validation time is included pro rata), so it appears from the second batch on.
+run. The first epoch of a run holds one-time work (KeOps compiles its formulas on their first batch,
+training and validation alike), so the time per batch comes from the last full epoch after it
+(validation included pro rata) or, until there is one, from the training batches after the first
+(validation left out); no estimate is shown before the second batch.
 
 :class:`StopOnNonFiniteLoss` stops training at the first NaN or infinite training loss, before it
 reaches the weights.
@@ -51,8 +53,11 @@ class LogProgress(ProgressBar):
         self._shown_at = 0.0
         self._batches_done = 0
         self._epoch_batches = 0
-        self._first_batch_end = 0.0
-
+        self._batch_start = 0.0
+        self._later_batches = (0.0, 0)  # seconds and count of the training batches after the first
+        self._epoch_start = 0.0
+        self._epochs_timed = 0
+        self._last_epoch = (0.0, 0)  # seconds and batches of the last full epoch after the first
     def disable(self) -> None:
         self._enabled = False
 
@@ -75,8 +80,8 @@ class LogProgress(ProgressBar):
         if trainer.max_epochs is not None and trainer.max_epochs >= 0 and isinstance(per_epoch, int):
             done_before = trainer.current_epoch * per_epoch + self._epoch_batches
             left_total = trainer.max_epochs * per_epoch - done_before
-            since_first = time.monotonic() - self._first_batch_end
-            left = remaining(since_first, self._batches_done - 1, self._batches_done - 1 + left_total)
+            seconds, batches = self._last_epoch if self._last_epoch[1] else self._later_batches
+            left = remaining(seconds, batches, batches + left_total)
             if left is not None and left_total > 0:
                 text += f", about {format_duration(left)} left"
         return text
@@ -90,11 +95,16 @@ class LogProgress(ProgressBar):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch_batches = 0
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_start = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._batches_done:
+            seconds, count = self._later_batches
+            self._later_batches = (seconds + time.monotonic() - self._batch_start, count + 1)
         self._batches_done += 1
-        if self._batches_done == 1:
-            self._first_batch_end = time.monotonic()
         self._epoch_batches += 1
         if self._due():
             total = self.total_train_batches
@@ -110,6 +120,9 @@ class LogProgress(ProgressBar):
         self._print(f"{self._epochs(trainer)}, validation batch {batch_idx + 1}{of}, {self._timing(trainer)}")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._epochs_timed:
+            self._last_epoch = (time.monotonic() - self._epoch_start, self._epoch_batches)
+        self._epochs_timed += 1
         metrics = trainer.callback_metrics
         shown = ", ".join(f"{name} {_short(metrics[name])}" for name in sorted(metrics) if name.startswith(("train/", "val/")))
         self._print(f"{self._epochs(trainer)} done" + (f": {shown}" if shown else "") + f"; {self._timing(trainer)}")
