@@ -3,15 +3,19 @@ distance before and after, the landmark TRE when landmark files are given, and t
 realistic synthetic breathing deformations (``gdl.data.lung.BreathingDeformation``), all in mm.
 
     python benchmarks/lung.py --data ../shared/data/lung_copd1 --steps prealign,finetune \\
-        [--landmarks-source eBH.txt --landmarks-target iBH.txt [--landmark-format dirlab --origin-mm X Y Z]] \\
+        [--landmarks SOURCE.txt TARGET.txt [--landmark-format dirlab --origin-mm X Y Z]] \\
         [--synthetic-seeds 100-104] [--json benchmarks/results/lung.json] [registration.finetune.smoothing=0.05 ...]
 
-Landmarks: text files of x y z rows in the clouds' own coordinates (``--landmark-format xyz``), or
-DirLab voxel-index files (``dirlab``: spacing from the case name or ``--spacing``, ``--origin-mm`` the
-origin of the clouds' frame in mm); ``--unit-mm`` mm per cloud unit (100 for the normalised trees).
-TRE (mean, median, 90th percentile) is reported before registration and after each step. Synthetic
-pairs deform the expiration tree; seeds 0-99 are for tuning, 100 and above are held out. Trailing
-overrides change the ``lung`` config; ``key=a,b`` choices run one benchmark per combination.
+Landmarks: two files of corresponding rows, the source's (expiration) then the target's: x y z in the
+clouds' own coordinates (``--landmark-format xyz``), or DirLab voxel indices (``dirlab``: spacing from
+the case name or ``--spacing``, ``--origin-mm`` the origin of the clouds' frame in mm); ``--unit-mm``
+mm per cloud unit (100 for the normalised trees). The source landmarks are moved as
+``python -m gdl.cli.register --query`` moves them (``RegistrationResult.warp``) after each step; the
+TRE (mean, median, 90th percentile, count over 10 mm, worst landmark) is printed and written to the
+JSON before registration and after each step, with every landmark's error, and ``<json stem>_landmarks.png``
+beside the JSON shows the errors on the tree and against the distance moved. Synthetic pairs deform
+the expiration tree; seeds 0-99 are for tuning, 100 and above are held out (``--synthetic-seeds ""``:
+none). Trailing overrides change the ``lung`` config; ``key=a,b`` choices run one benchmark per combination.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import numpy as np
 import torch
 
 import gdl.ops
-from gdl.data.dirlab import LANDMARK_FORMATS, landmark_points, tre_statistics_mm
+from gdl.data.dirlab import LANDMARK_FORMATS, landmark_errors_mm, landmark_points, tre_statistics_mm
 from gdl.data.lung import BreathingDeformation, read_lung_pair
 from gdl.models.registration.configs import FINETUNE_MODELS, build_pipeline, sweep
+from gdl.models.registration.landmark_figure import plot_landmark_errors
 from gdl.progress import report, show_progress
 
 
@@ -58,8 +63,8 @@ def parse_args(argv):
     parser.add_argument("--ckpt", default=None, help="FlowTask checkpoint for the flow step (lung_flow)")
     parser.add_argument("--points", default="all", help="points per tree, or 'all' (default)")
     parser.add_argument("--weights", default="weights", help="point data used as transport masses, or 'none'")
-    parser.add_argument("--landmarks-source", default=None, help="landmarks of the source (expiration) tree")
-    parser.add_argument("--landmarks-target", default=None, help="corresponding landmarks of the target tree")
+    parser.add_argument("--landmarks", nargs=2, default=None, metavar=("SOURCE", "TARGET"),
+                        help="landmark files of the source (expiration) and target trees, row i matching row i")
     parser.add_argument("--landmark-format", default="xyz", choices=LANDMARK_FORMATS)
     parser.add_argument("--spacing", type=float, nargs=3, default=None, help="dirlab format: voxel size (mm)")
     parser.add_argument("--origin-mm", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="dirlab format: origin of the clouds' frame (mm)")
@@ -71,8 +76,6 @@ def parse_args(argv):
     parser.add_argument("--json", default="benchmarks/results/lung.json")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_intermixed_args(argv)
-    if (args.landmarks_source is None) != (args.landmarks_target is None):
-        parser.error("give both --landmarks-source and --landmarks-target, or neither")
     if not args.unit_mm > 0:
         parser.error(f"argument --unit-mm: expected a positive number, got {args.unit_mm}")
     return args
@@ -82,9 +85,9 @@ def main(argv=None):
     args = parse_args(argv)
     show_progress()
     landmarks = None
-    if args.landmarks_source is not None:
+    if args.landmarks is not None:
         options = dict(format=args.landmark_format, spacing=args.spacing, origin_mm=args.origin_mm, unit_mm=args.unit_mm)
-        landmarks = [landmark_points(path, **options) for path in (args.landmarks_source, args.landmarks_target)]
+        landmarks = [landmark_points(path, **options) for path in args.landmarks]
         if landmarks[0].shape != landmarks[1].shape:
             raise SystemExit(f"error: the landmark files hold {len(landmarks[0])} and {len(landmarks[1])} points: they must correspond")
     runs = sweep(args.overrides)
@@ -95,8 +98,31 @@ def main(argv=None):
         run(args, overrides, landmarks, out)
 
 
+def landmark_report(registration, landmarks, tree, args, out: Path) -> dict:
+    """TRE statistics and each landmark's error (mm) before registration and after each step, printed;
+    the picture ``<out stem>_landmarks.png``."""
+    source, target = landmarks
+    moving = torch.from_numpy(source.astype(np.float32)).to(args.device)
+    warped = {"before": source}
+    with torch.no_grad():
+        for k, step in enumerate(registration.steps, start=1):
+            warped[f"after {step}"] = registration.warp(moving, steps=k).cpu().numpy()
+    errors = {stage: landmark_errors_mm(points, target, args.unit_mm) for stage, points in warped.items()}
+    statistics = {stage: tre_statistics_mm(points, target, args.unit_mm) for stage, points in warped.items()}
+    for stage, stats in statistics.items():
+        print(f"  TRE {stage:>15}: mean {stats['mean']:6.2f} mm, median {stats['median']:6.2f}, 90% {stats['p90']:6.2f}, "
+              f"over 10 mm {stats['over_10mm']:3d}/{stats['count']}, worst {stats['max']:6.2f} (landmark {stats['worst']})")
+    picture = plot_landmark_errors(
+        tree, target, {stage.removeprefix("after "): e for stage, e in errors.items()}, out.with_name(f"{out.stem}_landmarks.png"),
+        unit_mm=args.unit_mm, title=f"{args.case}, preset {args.preset}: {len(target)} landmarks",
+    )
+    print(f"  wrote {picture}")
+    return {"tre_mm": statistics, "landmark_errors_mm": {stage: e.round(3).tolist() for stage, e in errors.items()}}
+
+
 def run(args, overrides, landmarks, out: Path):
     device = torch.device(args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)
     n = None if args.points == "all" else int(args.points)
     source, target, w_source, w_target = read_lung_pair(args.data, args.case)
     use_masses = args.weights.lower() != "none"
@@ -129,14 +155,7 @@ def run(args, overrides, landmarks, out: Path):
         print(f"  real pair: OT distance (blur {args.blur}, {args.ot_points} points) {before:.3e} -> {after:.3e}; "
               + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.items()))
         if landmarks is not None:
-            moving = torch.from_numpy(landmarks[0].astype(np.float32)).to(device)
-            real["tre_mm"] = {"before": tre_statistics_mm(landmarks[0], landmarks[1], args.unit_mm)}
-            with torch.no_grad():
-                for k, step in enumerate(registration.steps, start=1):
-                    warped = registration.warp(moving, steps=k).cpu().numpy()
-                    real["tre_mm"][f"after {step}"] = tre_statistics_mm(warped, landmarks[1], args.unit_mm)
-            for stage, stats in real["tre_mm"].items():
-                print(f"  TRE {stage:>15}: mean {stats['mean']:6.2f} mm, median {stats['median']:6.2f}, 90% {stats['p90']:6.2f}")
+            real.update(landmark_report(registration, landmarks, target, args, out))
         result["real"] = real
 
     deformation = BreathingDeformation()
@@ -176,7 +195,6 @@ def run(args, overrides, landmarks, out: Path):
     if synthetic:
         result["mean_synthetic_error_mm"] = float(np.mean([r["error_mm"] for r in synthetic]))
         print(f"  synthetic mean error {result['mean_synthetic_error_mm']:.2f} mm over {len(synthetic)} pairs")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

@@ -139,10 +139,20 @@ def landmark_points(path, format: str = "xyz", spacing=None, origin_mm=(0.0, 0.0
     return (voxels_to_mm(read_landmarks(path), spacing) - origin_mm) / unit_mm
 
 
-def tre_statistics_mm(warped, target, unit_mm: float = 1.0) -> dict:
-    """Mean, median and 90th percentile of |warped - target| * unit_mm over landmarks (L, 3)."""
+def landmark_errors_mm(warped, target, unit_mm: float = 1.0) -> np.ndarray:
+    """|warped_i - target_i| * unit_mm for each landmark i of two (L, 3) arrays, float64 (L,)."""
     warped, target = np.asarray(warped, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if warped.shape != target.shape or warped.ndim != 2 or warped.shape[1] != 3:
         raise ValueError(f"warped and target landmarks must both have shape (L, 3), got {warped.shape} and {target.shape}")
-    errors = np.linalg.norm(warped - target, axis=1) * unit_mm
-    return {"mean": float(errors.mean()), "median": float(np.median(errors)), "p90": float(np.percentile(errors, 90))}
+    return np.linalg.norm(warped - target, axis=1) * unit_mm
+
+
+def tre_statistics_mm(warped, target, unit_mm: float = 1.0) -> dict:
+    """TRE statistics over landmarks (L, 3), errors e_i = |warped_i - target_i| * unit_mm: mean,
+    median, 90th percentile (linear interpolation), max, the landmark of the max (``worst``, a row
+    index) and ``over_10mm``, the count of e_i > 10 mm."""
+    errors = landmark_errors_mm(warped, target, unit_mm)
+    return {
+        "mean": float(errors.mean()), "median": float(np.median(errors)), "p90": float(np.percentile(errors, 90)),
+        "max": float(errors.max()), "worst": int(errors.argmax()), "over_10mm": int((errors > 10.0).sum()), "count": len(errors),
+    }

@@ -1,6 +1,9 @@
-"""Synthetic breathing pairs, DirLab landmark files, and the command line on lung trees: query
-points, transport masses, progress lines and errors."""
+"""Synthetic breathing pairs, DirLab landmark files, landmark errors and their picture, the command
+line on lung trees (query points, transport masses, progress lines and errors) and the lung
+benchmark's landmark report."""
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -11,10 +14,11 @@ import pytest
 import torch
 
 from gdl.cli.register import main as register_main
-from gdl.data.dirlab import landmark_points, tre_statistics_mm
+from gdl.data.dirlab import landmark_errors_mm, landmark_points, tre_statistics_mm
 from gdl.data.lung import BreathingDeformation, read_lung_pair
 from gdl.data.pointclouds import write_points
 from gdl.data.synthetic import sample_folder
+from gdl.models.registration.landmark_figure import plot_landmark_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,8 +34,29 @@ def test_dirlab_landmarks_map_to_cloud_units_as_computed_by_hand(tmp_path):
     xyz = tmp_path / "points.txt"
     xyz.write_text("# x y z\n0.1, 0.2, 0.3\n1 2 3\n")
     np.testing.assert_allclose(landmark_points(xyz), [[0.1, 0.2, 0.3], [1, 2, 3]])
-    stats = tre_statistics_mm(np.zeros((2, 3)), np.array([[0.03, 0.04, 0.0], [0.0, 0.0, 0.1]]), unit_mm=100.0)
-    assert stats["mean"] == pytest.approx(7.5) and stats["median"] == pytest.approx(7.5)
+
+
+def test_tre_statistics_match_a_hand_computation():
+    warped = np.array([[0.03, 0.04, 0.0], [0.0, 0.0, 0.12], [0.01, 0.0, 0.0], [0.0, 0.2, 0.0]]) + 1.0
+    target = np.ones((4, 3))
+    # errors 5, 12, 1, 20 mm; sorted 1, 5, 12, 20: median (5 + 12) / 2, 90th percentile at rank
+    # 0.9 * 3 = 2.7: 12 + 0.7 * (20 - 12)
+    np.testing.assert_allclose(landmark_errors_mm(warped, target, unit_mm=100.0), [5.0, 12.0, 1.0, 20.0], atol=1e-9)
+    stats = tre_statistics_mm(warped, target, unit_mm=100.0)
+    assert stats == pytest.approx({"mean": 9.5, "median": 8.5, "p90": 17.6, "max": 20.0, "worst": 3, "over_10mm": 2, "count": 4})
+    with pytest.raises(ValueError, match="must both have shape"):
+        tre_statistics_mm(warped[:3], target)
+
+
+def test_landmark_picture_is_written(tmp_path, generator):
+    tree = torch.rand(500, 3, generator=generator).numpy()
+    landmarks = tree[:20]
+    moved = torch.rand(20, generator=generator).numpy() * 20
+    errors = {"before": moved, "prealign": moved / 2, "finetune": moved / 4}
+    path = plot_landmark_errors(tree, landmarks, errors, tmp_path / "errors.png", unit_mm=100.0, title="test")
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="before registration and after at least one step"):
+        plot_landmark_errors(tree, landmarks, {"before": moved}, tmp_path / "none.png")
 
 
 def test_bad_landmark_files_and_options_say_what_is_wrong(tmp_path):
@@ -118,3 +143,30 @@ def test_command_line_errors_are_one_line(tmp_path, generator, capsys):
     assert exited.value.code == 1
     (error,) = capsys.readouterr().err.strip().splitlines()
     assert error.startswith("error: argument --preset: expected one of"), error
+
+
+def test_lung_benchmark_reports_landmark_errors_after_each_step(tmp_path):
+    # a 600-point tree and the same tree shifted by 5.5 mm: the affine pre-alignment brings the
+    # landmarks (15 of the points) back to within a fraction of a mm
+    tree, _, weights, _ = read_lung_pair(sample_folder("lung"))
+    index = np.random.default_rng(0).choice(len(tree), 600, replace=False)
+    shift = np.array([0.02, -0.01, 0.05], dtype=np.float32)
+    write_points(tmp_path / "copd1_source.vtk", tree[index], {"weights": weights[index]})
+    write_points(tmp_path / "copd1_target.vtk", tree[index] + shift, {"weights": weights[index]})
+    np.savetxt(tmp_path / "source.txt", tree[index[:15]])
+    np.savetxt(tmp_path / "target.txt", tree[index[:15]] + shift)
+    out = tmp_path / "out" / "lung.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/lung.py", "--data", str(tmp_path), "--steps", "prealign", "--device", "cpu",
+         "--landmarks", str(tmp_path / "source.txt"), str(tmp_path / "target.txt"), "--synthetic-seeds", "",
+         "--ot-points", "200", "--json", str(out), "registration.prealign.num_points=300"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "over 10 mm   0/15" in done.stdout, done.stdout
+    real = json.loads(out.read_text())["real"]
+    assert list(real["tre_mm"]) == ["before", "after prealign"]
+    assert real["tre_mm"]["before"]["mean"] == pytest.approx(float(np.linalg.norm(shift)) * 100, rel=1e-5)
+    assert real["tre_mm"]["after prealign"]["mean"] < 1.0
+    assert len(real["landmark_errors_mm"]["after prealign"]) == 15
+    assert (out.parent / "lung_landmarks.png").stat().st_size > 10_000
