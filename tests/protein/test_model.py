@@ -9,7 +9,7 @@ import gdl.ops
 from gdl.data.pdb import read_pdb
 from gdl.data.proteins import SAMPLE_DIR
 from gdl.models.dmasif import DMaSIF, Surface
-from gdl.models.dmasif.descriptors import SHELLS, surface_descriptors
+from gdl.models.dmasif.descriptors import FAR, NEAR, SHELLS, surface_descriptors
 from gdl.models.dmasif.model import PRETRAINED_DIR
 from gdl.models.dmasif.surface import ATOM_RADII, atom_radii, smooth_distance
 
@@ -63,7 +63,13 @@ def test_features_and_outputs_are_rotation_invariant(protein, generator):
     rotated = surface.rotated(q[None])
     assert torch.allclose(rotated.points, surface.points @ q.T, atol=1e-5)
     refeatured = model.fixed_features(rotated, atoms @ q.T, types, None, residues)
-    assert torch.allclose(refeatured, surface.features, atol=1e-4)
+    # The descriptors count heavy atoms in hard windows: a point with an atom within float32 rounding
+    # (2e-5 A) of a window's radius may flip (seed 14 drew one at 10 A, of 757 points); compare the others.
+    distances = torch.cdist(surface.points.double(), atoms[types[:, 1] == 0].double())
+    radii = torch.tensor([*SHELLS, NEAR, FAR], dtype=torch.float64)
+    on_edge = ((distances[..., None] - radii).abs() < 2e-5).flatten(1).any(1)
+    assert int(on_edge.sum()) <= 0.05 * len(on_edge)
+    assert torch.allclose(refeatured[~on_edge], surface.features[~on_edge], atol=1e-4)
     logits = model(surface, atoms, types)
     logits_r = model(rotated, atoms @ q.T, types)
     assert logits.shape == (len(surface.points),)
