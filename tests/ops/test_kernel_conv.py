@@ -152,8 +152,8 @@ def test_truncated_gaussian_on_real_clouds_with_gradients(real_cloud, generator,
         grads = torch.autograd.grad((a * weights).sum(), [x, y, b])
         if backend == "torch":  # exactly the pairs closer than the cutoff
             torch.testing.assert_close(a, masked, rtol=1e-10, atol=1e-12)
-            for g, e in zip(grads, masked_grads):
-                torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12)
+            for g, e in zip(grads, masked_grads):  # float64 sums in another order: rounding of the largest entries
+                torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11 * float(e.abs().max()))
         scale = [float(e.abs().max()) for e in exact_grads]
         errors = [float((g - e).abs().max()) for g, e in zip(grads, exact_grads)]
         assert max(err / s for err, s in zip(errors, scale)) < 30 * math.exp(-(t**2) / 2) * t, errors
