@@ -83,8 +83,8 @@ def test_a_shorter_reach_pulls_less_toward_a_branch_only_the_target_holds(genera
     for reach_factor in (1.0, 3.0):
         finetune = Finetune(blurs=(blur,), reach_factor=reach_factor, smoothing=0.05, iterations=3, backend="torch")
         pulls[reach_factor] = float(finetune(source, target)[beside_branch].norm(dim=1).mean()) / blur
-    # 8 draws: 0.73-0.91 blurs at reach 1, 1.04-1.17 at reach 3
-    assert pulls[1.0] < 0.85 * pulls[3.0]
+    # 40 seeds: 0.64 to 0.88 times the pull at reach 3 (0.73-0.96 blurs at reach 1, 1.0-1.33 at reach 3)
+    assert pulls[1.0] < 0.95 * pulls[3.0]
 
 
 def test_per_scale_parameters_are_checked():
