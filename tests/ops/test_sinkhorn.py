@@ -80,7 +80,9 @@ def test_balanced_entropic_ot_matches_pot(generator, solver):
     torch.testing.assert_close(pot_plan.sum(1), a64)
     torch.testing.assert_close(plan.sum(1), a64, rtol=0.05, atol=0)
     torch.testing.assert_close(plan.sum(0), b64, rtol=0.05, atol=0)
-    assert (plan - pot_plan).abs().sum() < 0.03
+    # the annealed plan is not fully converged (its marginals are checked to 5%): its L1 distance to
+    # POT's converged plan stays below that (40 seeds: up to 0.033, seed 38)
+    assert (plan - pot_plan).abs().sum() < 0.05
 
 
 def test_unbalanced_plan_marginals_match_pot(generator):
