@@ -418,15 +418,7 @@ def eval_bound_unbound(args, model: DMaSIF, device) -> None:
     for kind, values in result.items():
         row = f"{kind:<12}  {values['roc_auc_median']:>18.3f}  {values['roc_auc_pooled']:>8.3f}  {len(values['per_protein_roc_auc']):>8}"
         print(f"{row}  {anchor:>24}")
-    result.update(
-        anchors=ANCHORS,
-        settings={k: str(v) for k, v in vars(args).items()},
-        model=model.config,
-        complexes=[c.pdb_id for c in complexes],
-        machine=machine(device),
-    )
-    suffix = "_noH" if args.strip_hydrogens else ""
-    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_db5_{args.split}{suffix}_{device.type}.json")
+    save_evaluation(result, args, model, [c.pdb_id for c in complexes], device, f"db5_{args.split}")
 
 
 def eval_only(args, device) -> None:
@@ -462,15 +454,21 @@ def eval_only(args, device) -> None:
     for name, value, anchor in table:
         shown = "-" if value is None else f"{value:.3f}"
         print(f"{name:<{width}}  {shown:>10}  {str(anchor):>28}")
+    save_evaluation(result, args, model, [c.name for c in complexes], device, args.split)
+
+
+def save_evaluation(result: dict, args, model: DMaSIF, names: list[str], device, label: str) -> None:
+    """Write ``result`` with the anchors, settings, model, complexes and machine to
+    ``protein_eval_<ckpt>_<label>[_noH]_<device>.json``."""
     result.update(
         anchors=ANCHORS,
         settings={k: str(v) for k, v in vars(args).items()},
         model=model.config,
-        complexes=[c.name for c in complexes],
+        complexes=names,
         machine=machine(device),
     )
     suffix = "_noH" if args.strip_hydrogens else ""
-    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{args.split}{suffix}_{device.type}.json")
+    write_json(result, args.out / f"protein_eval_{Path(str(args.ckpt or 'site')).stem}_{label}{suffix}_{device.type}.json")
 
 
 if __name__ == "__main__":
