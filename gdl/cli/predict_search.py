@@ -29,7 +29,7 @@ from gdl.tasks.checkpoint_task import WrongTaskError
 
 
 def _surface_and_outputs(model: DMaSIF, pdb):
-    atoms = read_pdb(pdb)
+    atoms = read_pdb(pdb, hydrogens=model.hydrogens)
     coords = atoms.coords - atoms.coords.mean(0)
     surface = model.surface(coords, atoms.types, None, atoms.residue_properties())
     return surface, coords, atoms.types, model(surface, coords, atoms.types)

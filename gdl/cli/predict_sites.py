@@ -3,7 +3,8 @@
     python -m gdl.cli.predict_sites protein.pdb[.gz] other.cif[.gz] folder/ ... [--ckpt best.ckpt] --out results/
 
 Each structure (PDB or mmCIF, gzipped or not; a folder stands for the structure files under it) is
-read as :func:`gdl.data.pdb.read_pdb` reads it, its surface scored, and ``<name>_sites.*`` written in
+read as :func:`gdl.data.pdb.read_pdb` reads it (without hydrogens unless the model keeps them), its
+surface scored, and ``<name>_sites.*`` written in
 ``--out``: ``.ply`` (surface points with normals and ``score``), ``.png`` (a view of the scored
 surface), ``.csv`` (one row per residue: chain, residue number, insertion code, name, score,
 surface points; :mod:`gdl.data.residue_scores`) and ``.pdb`` or ``.cif`` (the structure read, in the
@@ -92,7 +93,11 @@ def predict_sites(path, model: DMaSIF, out) -> tuple[dict[str, Path], list[Resid
     number of surface points."""
     path = Path(path)
     structure = read_structure(path)
-    atoms = structure_atoms(structure, path)
+    read = structure
+    if not model.hydrogens:  # the model reads the heavy atoms; the scored copy keeps every atom given
+        read = structure.clone()
+        read.remove_hydrogens()
+    atoms = structure_atoms(read, path)
     centre = atoms.coords.mean(0)
     coords = atoms.coords - centre
     with torch.no_grad():

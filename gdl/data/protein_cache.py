@@ -43,18 +43,19 @@ class ProteinCache:
     ``features`` (N, F). The sampling of each file is seeded by ``seed`` and the file's hash, so a
     rebuilt entry is the same surface. An entry missing from ``folder`` is read from the first of the
     read-only ``shipped`` folders that holds it; new entries are always written to ``folder``.
-    ``hydrogens=False`` reads the files without their H and D atoms (a setting of the key).
+    The files are read with or without their H and D atoms as ``model.hydrogens`` says (``hydrogens``
+    overrides it); without them is a setting of the key.
     """
 
-    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn", shipped=(), hydrogens: bool = True):
+    def __init__(self, folder, model, seed: int = 0, unknown_elements: str = "warn", shipped=(), hydrogens: bool | None = None):
         self.folder = Path(folder)
         self.shipped = [Path(f) for f in shipped]
         self.model = model
         self.seed = int(seed)
         self.unknown_elements = unknown_elements
-        self.hydrogens = hydrogens
+        self.hydrogens = model.hydrogens if hydrogens is None else bool(hydrogens)
         self.settings = {**model.surface_settings(), "seed": self.seed, "format": FORMAT_VERSION}
-        if not hydrogens:  # only then, so that the entries read with hydrogens keep their keys
+        if not self.hydrogens:  # only then, so that the entries read with hydrogens keep their keys
             self.settings["hydrogens"] = False
 
     def key(self, path) -> str:

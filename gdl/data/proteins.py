@@ -87,6 +87,19 @@ def find_complexes(folder) -> list[Complex]:
     return complexes
 
 
+def pooled_complexes(folders) -> list[Complex]:
+    """The complexes of several folders; a PDB ID found in two of them is an error (it would
+    otherwise reach two splits' worth of data under one ID)."""
+    complexes, seen = [], {}
+    for folder in folders:
+        for complex_ in find_complexes(folder):
+            if complex_.pdb_id in seen:
+                raise ValueError(f"PDB ID {complex_.pdb_id} is in both {seen[complex_.pdb_id]} and {folder}")
+            seen[complex_.pdb_id] = folder
+            complexes.append(complex_)
+    return sorted(complexes, key=lambda c: (c.pdb_id, c.chains_1, c.chains_2))
+
+
 def read_masif_list(path) -> list[str]:
     """Entries of a MaSIF list file: ``PDBID_CHAINS`` (training.txt, testing.txt) or
     ``PDBID_CHAINS1_CHAINS2`` (training_ppi.txt, testing_ppi.txt), one a line."""
@@ -216,18 +229,20 @@ def download_masif(destination, url: str = MASIF_ARCHIVE_URL) -> Path:
 
 
 class ProteinComplexDataModule(L.LightningDataModule):
-    """Train/val/test complexes of ``data_dir`` (the shipped sample by default), split by PDB ID.
+    """Train/val/test complexes of ``data_dir`` (the shipped sample by default; a list of folders
+    pools their complexes, e.g. MaSIF's and Docking Benchmark 5.5's ``bound/``), split by PDB ID.
 
     With ``train_list``/``test_list`` (MaSIF ``*_ppi.txt`` files, paths relative to ``data_dir`` or
     absolute) those lists define the splits, and ``val_fraction`` of the training IDs validate.
     With ``cache_dir`` and ``surface_model`` (a DMaSIF with the training model's surface settings)
     the surfaces and fixed features come from a :class:`~gdl.data.protein_cache.ProteinCache` in
-    ``cache_dir``; otherwise the task samples them at every step.
+    ``cache_dir``; otherwise the task samples them at every step. ``hydrogens=False`` reads every
+    file without its H and D atoms (the model's setting: ``DMaSIF(hydrogens=...)``).
     """
 
     def __init__(
         self,
-        data_dir: str | None = None,
+        data_dir: str | list[str] | None = None,
         batch_size: int = 2,
         val_fraction: float = 0.15,
         test_fraction: float = 0.25,
@@ -237,15 +252,20 @@ class ProteinComplexDataModule(L.LightningDataModule):
         unknown_elements: str = "warn",
         cache_dir: str | None = None,
         surface_model=None,
+        hydrogens: bool = True,
     ):
         super().__init__()
         if (cache_dir is None) != (surface_model is None):
             raise ValueError("give both cache_dir and surface_model (cached surfaces), or neither (surfaces on the fly)")
         self.cache_dir, self.surface_model = cache_dir, surface_model
         self.cache: ProteinCache | None = None  # built in setup(), from surface_model's settings
-        self.data_dir = Path(data_dir) if data_dir else SAMPLE_DIR
-        if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"data_dir not found: {self.data_dir}")
+        folders = [data_dir] if isinstance(data_dir, (str, Path)) else list(data_dir or [SAMPLE_DIR])
+        self.data_dirs = [Path(folder) for folder in folders]
+        for folder in self.data_dirs:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"data_dir not found: {folder}")
+        self.data_dir = self.data_dirs[0]  # list files (train_list, test_list) are relative to it
+        self.hydrogens = bool(hydrogens)
         self.batch_size = int(batch_size)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.train_list, self.test_list = train_list, test_list
@@ -260,22 +280,25 @@ class ProteinComplexDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None):
         if self.cache_dir and self.cache is None:
             self.cache = ProteinCache(
-                self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements, shipped=[SAMPLE_CACHE_DIR]
+                self.cache_dir, self.surface_model, unknown_elements=self.unknown_elements, shipped=[SAMPLE_CACHE_DIR],
+                hydrogens=self.hydrogens,
             )
         if self.splits:
             return
         if self.train_list or self.test_list:
             if not (self.train_list and self.test_list):
                 raise ValueError("give both train_list and test_list, or neither")
+            if len(self.data_dirs) > 1:
+                raise ValueError("train_list and test_list need a single data_dir")
             train_all = complexes_from_list(self.data_dir, self._list_path(self.train_list))
             test = complexes_from_list(self.data_dir, self._list_path(self.test_list))
             train, val, _ = split_by_pdb_id(train_all, self.val_fraction, 0.0)
         else:
-            train, val, test = split_by_pdb_id(find_complexes(self.data_dir), self.val_fraction, self.test_fraction)
+            train, val, test = split_by_pdb_id(pooled_complexes(self.data_dirs), self.val_fraction, self.test_fraction)
         self.splits = {"train": train, "val": val, "test": test}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = ProteinComplexes(self.splits[split], self.unknown_elements, self.cache)
+        dataset = ProteinComplexes(self.splits[split], self.unknown_elements, self.cache, self.hydrogens)
         follow = ["atoms_1", "atoms_2"] + (["points_1", "points_2"] if self.cache else [])
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, follow_batch=follow

@@ -50,6 +50,8 @@ class DMaSIF(nn.Module):
     shape, residue hydropathy and charge); learned chemistry from the ``k_atoms`` nearest atoms
     (``chemical_channels``, 0 to leave it out); then ``layers`` quasi-geodesic convolutions of
     ``channels`` channels and window ``radius`` (angstroms). ``backend`` reaches every operator.
+    ``hydrogens``: whether the structures it reads keep their H atoms (False: every reader of a
+    structure for this model drops them, so protonated and X-ray files give the same surface).
 
     Windowed sums are truncated by default (``None``: exact), at cutoffs shown not to move the
     results (``benchmarks/dmasif_truncation.py``, 2027 atoms at 1 A): the surface's smooth distance
@@ -76,6 +78,7 @@ class DMaSIF(nn.Module):
         surface_truncate: float | None = SURFACE_TRUNCATE,
         curvature_truncate: float | None = CURVATURE_TRUNCATE,
         conv_truncate: float | None = CONV_TRUNCATE,
+        hydrogens: bool = True,
     ):
         super().__init__()
         self.config = dict(
@@ -83,13 +86,14 @@ class DMaSIF(nn.Module):
             curvature_scales=[float(s) for s in curvature_scales], chemical_channels=chemical_channels,
             k_atoms=k_atoms, descriptors=bool(descriptors), resolution=resolution, distance=distance,
             points_per_atom=points_per_atom, backend=backend, surface_truncate=surface_truncate,
-            curvature_truncate=curvature_truncate, conv_truncate=conv_truncate,
+            curvature_truncate=curvature_truncate, conv_truncate=conv_truncate, hydrogens=bool(hydrogens),
         )  # fmt: skip
         self.head_kind = check_choice("head", head, ("site", "search"))
         self.resolution = float(resolution)
         self.distance = float(distance)
         self.points_per_atom = int(points_per_atom)
         self.descriptors = bool(descriptors)
+        self.hydrogens = bool(hydrogens)
         self.backend = backend
         self.surface_truncate = surface_truncate
         self.curvatures = (
