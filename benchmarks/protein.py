@@ -16,7 +16,8 @@ and the top-1 rate (search model), with seconds and peak memory per protein (sur
 not cached, forward pass), beside the published anchors; JSON in
 benchmarks/results/protein_eval_<ckpt>_<split>_<device>.json. ``--strip-hydrogens`` reads every
 file, both sides, without its H and D atoms (surfaces and labels alike: a protonated set evaluated
-as an X-ray set would be), and adds ``_noH`` to the JSON name. Peak memory: CUDA
+as an X-ray set would be), and adds ``_noH`` to the JSON name; otherwise files are read as the model
+says (``DMaSIF.hydrogens``). Peak memory: CUDA
 max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond.
 
 A ``--data`` folder with ``bound/`` and ``unbound/`` subfolders of ``PDBID_l`` / ``PDBID_r`` files
@@ -227,9 +228,10 @@ def checkpoint_model(name: str) -> DMaSIF:
     return load_model(name, "search" if any("head.binder" in k for k in weights) else "site")
 
 
-def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None, hydrogens: bool = True) -> dict:
+def evaluate(model: DMaSIF, complexes, device, threshold: float, cache_dir=None, hydrogens: bool | None = None) -> dict:
     """Metrics of ``model`` on every complex (both sides), with seconds and peak MB per protein;
-    ``hydrogens=False`` reads the files without their H and D atoms."""
+    the files are read with or without their H and D atoms as ``hydrogens`` says (default: the model's setting)."""
+    hydrogens = model.hydrogens if hydrogens is None else hydrogens
     cache = ProteinCache(cache_dir, model, hydrogens=hydrogens) if cache_dir else None
     dataset = ProteinComplexes(complexes, cache=cache, hydrogens=hydrogens)
     task = (ProteinSiteTask if model.head_kind == "site" else ProteinSearchTask)(model.to(device), threshold=threshold)
@@ -360,7 +362,7 @@ def main(argv=None):
     write_json(results, args.out / f"protein_{device.type}.json")
 
 
-def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float, hydrogens: bool = True):
+def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float, hydrogens: bool):
     """Site scores of the surface of ``path`` and its labels from the atoms of ``partner`` (numpy),
     both read with or without their hydrogens."""
     atoms, partner_atoms = read_pdb(path, hydrogens=hydrogens), read_pdb(partner, hydrogens=hydrogens)
@@ -375,7 +377,7 @@ def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: floa
     return scores.cpu().numpy(), labels.cpu().numpy()
 
 
-def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float, hydrogens: bool = True) -> dict:
+def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float, hydrogens: bool) -> dict:
     """Per kind (bound, unbound): per-protein site ROC-AUC of each side of ``complexes`` (IDs of
     ``folder/bound``), labelled from the bound partner's atoms, their median and the pooled ROC-AUC."""
     import numpy as np
@@ -412,7 +414,7 @@ def eval_bound_unbound(args, model: DMaSIF, device) -> None:
     if args.complexes:
         complexes = complexes[: args.complexes]
     print(f"site model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, bound and unbound, device {device}")
-    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold, not args.strip_hydrogens)
+    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold, model.hydrogens and not args.strip_hydrogens)
     anchor = ANCHORS["dMaSIF site ROC-AUC (3 layers, 9 A)"]
     print(f"\n{'site ROC-AUC':<12}  {'per-protein median':>18}  {'pooled':>8}  {'proteins':>8}  {'published (MaSIF bound)':>24}")
     for kind, values in result.items():
@@ -430,7 +432,7 @@ def eval_only(args, device) -> None:
     if args.split == "test":
         complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
     print(f"{model.head_kind} model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, device {device}")
-    result = evaluate(model, complexes, device, args.threshold, args.cache_dir, not args.strip_hydrogens)
+    result = evaluate(model, complexes, device, args.threshold, args.cache_dir, model.hydrogens and not args.strip_hydrogens)
     m, c = result["metrics"], result["costs"]
     if model.head_kind == "site":
         table = [

@@ -14,6 +14,7 @@ from gdl.data.proteins import (
     download_masif,
     find_complexes,
     interface_labels,
+    pooled_complexes,
     read_masif_list,
     split_by_pdb_id,
 )
@@ -40,6 +41,27 @@ def test_splits_never_share_a_pdb_id(shared_data):
     assert {c.pdb_id for c in test_again} == ids[2]
     with pytest.raises(ValueError, match="val_fraction and test_fraction"):
         split_by_pdb_id(complexes, 0.6, 0.5)
+
+
+def test_pooled_folders_split_by_pdb_id_across_both_sets(shared_data, tmp_path):
+    """MaSIF-search and Docking Benchmark 5.5 pooled: every complex of both folders, one split by PDB
+    ID over their union, and a PDB ID present in two folders is refused."""
+    folders = [shared_data / "masif_search_pairs", shared_data / "db5_5" / "bound"]
+    pooled = pooled_complexes(folders)
+    assert len(pooled) == sum(len(find_complexes(f)) for f in folders) == 80 + 213
+    module = ProteinComplexDataModule(data_dir=[str(f) for f in folders], val_fraction=0.15, test_fraction=0.2)
+    module.setup()
+    splits = {name: {c.pdb_id for c in module.splits[name]} for name in ("train", "val", "test")}
+    assert sum(map(len, splits.values())) == len(pooled)
+    assert not (splits["train"] & splits["val"] or splits["train"] & splits["test"] or splits["val"] & splits["test"])
+    db5 = {c.pdb_id for c in find_complexes(folders[1])}
+    assert splits["test"] & db5 and splits["test"] - db5  # both sets reach the test split
+    for name in ("1ACB_l.pdb.gz", "1ACB_r.pdb.gz"):
+        shutil.copy(folders[1] / name, tmp_path / name)
+    with pytest.raises(ValueError, match="PDB ID 1ACB is in both"):
+        pooled_complexes([folders[1], tmp_path])
+    with pytest.raises(ValueError, match="single data_dir"):
+        ProteinComplexDataModule(data_dir=[str(f) for f in folders], train_list="a.txt", test_list="b.txt").setup()
 
 
 def test_masif_lists(tmp_path):
