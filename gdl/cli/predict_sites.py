@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from gdl.command_line import ArgumentParser
-from gdl.data.pdb import PDBError, is_mmcif, read_structure, structure_atoms, structure_files
-from gdl.data.residue_scores import ResidueScore, residue_scores, write_residue_csv, write_scored_structure
+from gdl.data.pdb import Atoms, PDBError, read_for_model, structure_files
+from gdl.data.residue_scores import ResidueScore, output_files, output_stem, residue_scores, summary, write_residue_files
 from gdl.models.dmasif import DMaSIF
 from gdl.tasks.protein import MODEL_CONFIG_KEY
 from gdl.tasks.checkpoint_task import WrongTaskError, load_task_checkpoint
@@ -87,42 +87,32 @@ def write_png(path: Path, points: np.ndarray, scores: np.ndarray, title: str) ->
     plt.close(figure)
 
 
+def model_surface(model: DMaSIF, atoms: Atoms):
+    """The surface ``model`` samples for ``atoms`` centred on their mean (the same file gives the same
+    surface, run after run): ``(surface, coords, centre)``, the surface and atoms in the centred
+    frame and the centre to add back for the file's frame."""
+    centre = atoms.coords.mean(0)
+    coords = atoms.coords - centre
+    generator = torch.Generator().manual_seed(0)
+    surface = model.surface(coords, atoms.types, None, atoms.residue_properties(), generator=generator)
+    return surface, coords, centre
+
+
 def predict_sites(path, model: DMaSIF, out) -> tuple[dict[str, Path], list[ResidueScore], int]:
     """Score the surface of the structure ``path`` with a site ``model`` and write its ``_sites``
     files in ``out`` (module docstring). Returns the files by kind, the scored residues and the
     number of surface points."""
     path = Path(path)
-    structure = read_structure(path)
-    read = structure
-    if not model.hydrogens:  # the model reads the heavy atoms; the scored copy keeps every atom given
-        read = structure.clone()
-        read.remove_hydrogens()
-    atoms = structure_atoms(read, path)
-    centre = atoms.coords.mean(0)
-    coords = atoms.coords - centre
+    structure, atoms = read_for_model(path, hydrogens=model.hydrogens)  # the scored copy keeps every atom
     with torch.no_grad():
-        generator = torch.Generator().manual_seed(0)  # the same file gives the same surface, run after run
-        surface = model.surface(coords, atoms.types, None, atoms.residue_properties(), generator=generator)
+        surface, coords, centre = model_surface(model, atoms)
         scores = torch.sigmoid(model(surface, coords, atoms.types)).numpy()
     points = (surface.points + centre).numpy()
     residues = residue_scores(points, scores, atoms)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = path.name.split(".")[0]
-    files = {kind: out_dir / f"{stem}_sites.{kind}" for kind in ("ply", "png", "csv")}
-    files["structure"] = out_dir / f"{stem}_sites.{'cif' if is_mmcif(path) else 'pdb'}"
+    files = {**output_files(out, path, "sites", ("ply", "png")), **write_residue_files(out, path, "sites", structure, residues)}
     write_ply(files["ply"], points, surface.normals.numpy(), scores)
-    write_png(files["png"], points, scores, f"{stem}: predicted interface")
-    write_residue_csv(files["csv"], residues)
-    write_scored_structure(files["structure"], structure, residues)
+    write_png(files["png"], points, scores, f"{output_stem(path)}: predicted interface")
     return files, residues, len(points)
-
-
-def summary(path, residues: list[ResidueScore], points: int, top: int = 5) -> str:
-    """``<file>: <n> residues, <points> surface points; top residues: A:52 TYR 0.91, ...``."""
-    scored = sorted((r for r in residues if r.points), key=lambda r: -r.score)[:top]
-    best = ", ".join(f"{r.label} {r.score:.2f}" for r in scored)
-    return f"{path}: {len(residues)} residues, {points} surface points; top residues: {best}"
 
 
 def error_line(path, error: Exception) -> str:

@@ -228,6 +228,20 @@ def structure_atoms(structure: gemmi.Structure, path, unknown: str = "warn") -> 
     return Atoms(coords, types, elements, chains, residues)
 
 
+def read_for_model(path, hydrogens: bool = True) -> tuple[gemmi.Structure, Atoms]:
+    """The protein of ``path``, parsed once, twice over: the gemmi structure with every atom
+    :func:`read_structure` keeps, hydrogens included (for copies written back with scores), and the
+    :class:`Atoms` a model reads, the same as ``read_pdb(path, hydrogens=hydrogens)`` (heavy atoms
+    only when ``hydrogens`` is false; pass the model's ``hydrogens`` attribute)."""
+    path = Path(path)
+    structure = read_structure(path)
+    read = structure
+    if not hydrogens:
+        read = structure.clone()
+        read.remove_hydrogens()
+    return structure, structure_atoms(read, path)
+
+
 def read_pdb(path, unknown: str = "warn", hydrogens: bool = True) -> Atoms:
     """The protein atoms of a PDB or mmCIF file (``.pdb``, ``.cif``, either gzipped): first model,
     first conformer, amino-acid residues, hydrogens kept or (``hydrogens=False``) dropped (module

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import gemmi
 import numpy as np
@@ -63,6 +64,39 @@ def residue_scores(points: np.ndarray, scores: np.ndarray, atoms: Atoms) -> list
         ResidueScore(chain, number, insertion, name, float(mean), int(count))
         for (chain, number, insertion, name), mean, count in zip(residues, means, counts)
     ]
+
+
+def summary(path, residues: list[ResidueScore], points: int, top: int = 5, lead: str = "") -> str:
+    """``<file>: <lead><n> residues, <points> surface points; top residues: A:52 TYR 0.91, ...``: the
+    ``top`` residues with the highest scores (residues without surface points left out)."""
+    scored = sorted((r for r in residues if r.points), key=lambda r: -r.score)[:top]
+    best = ", ".join(f"{r.label} {r.score:.2f}" for r in scored)
+    return f"{path}: {lead}{len(residues)} residues, {points} surface points; top residues: {best}"
+
+
+def output_stem(path) -> str:
+    """The name of a structure file without its suffixes: ``3E2U_E`` for ``3E2U_E.pdb.gz``."""
+    return Path(path).name.split(".")[0]
+
+
+def output_files(out_dir, path, tag: str, kinds=("csv",)) -> dict[str, Path]:
+    """The files ``<stem>_<tag>.<kind>`` in ``out_dir`` by kind, and under ``"structure"``
+    ``<stem>_<tag>.cif`` or ``.pdb``: the format of the structure file ``path``."""
+    out_dir, stem = Path(out_dir), output_stem(path)
+    files = {kind: out_dir / f"{stem}_{tag}.{kind}" for kind in kinds}
+    files["structure"] = out_dir / f"{stem}_{tag}.{'cif' if is_mmcif(path) else 'pdb'}"
+    return files
+
+
+def write_residue_files(out_dir, path, tag: str, structure: gemmi.Structure, residues: list[ResidueScore]) -> dict[str, Path]:
+    """``<stem>_<tag>.csv`` (:func:`write_residue_csv`) and the scored copy of ``structure``
+    ``<stem>_<tag>.pdb`` or ``.cif`` as ``path`` is (:func:`write_scored_structure`) in ``out_dir``
+    (created if missing), for the structure file ``path``. Returns the files by kind."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    files = output_files(out_dir, path, tag)
+    write_residue_csv(files["csv"], residues)
+    write_scored_structure(files["structure"], structure, residues)
+    return files
 
 
 def write_residue_csv(path, residues: list[ResidueScore]) -> None:

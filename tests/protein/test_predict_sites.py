@@ -1,4 +1,4 @@
-"""The predict_sites and predict_search commands: scored surfaces, the shipped models, partner ranking."""
+"""The predict_sites command: scored surfaces, residues and structures, the shipped site model."""
 
 import numpy as np
 import pytest
@@ -101,23 +101,3 @@ def test_shipped_site_model_finds_the_interface_of_a_sample_complex(tmp_path):
     labels, scores = np.concatenate(labels), np.concatenate(scores)
     assert 0 < labels.sum() < len(labels)
     assert roc_auc_score(labels, scores) > 0.56
-
-
-@pytest.mark.slow
-def test_predict_search_ranks_candidates(tmp_path, capsys):
-    from gdl.cli.predict_search import main as search_main
-    from gdl.cli.predict_search import search_scores
-
-    candidates = [SAMPLE_DIR / f"{name}.pdb.gz" for name in ("3EYD_D", "1I07_B", "2LBU_E")]
-    ranked = search_scores(SAMPLE_DIR / "3EYD_C.pdb.gz", candidates)
-    assert sorted(name for name, _ in ranked) == sorted(c.name for c in candidates)
-    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
-    assert search_main([str(SAMPLE_DIR / "3EYD_C.pdb.gz"), str(candidates[0])]) == 0
-    assert "3EYD_D.pdb.gz" in capsys.readouterr().out
-    (tmp_path / "empty.pdb").write_text("REMARK nothing\n")
-    assert search_main([str(SAMPLE_DIR / "3EYD_C.pdb.gz"), str(candidates[0]), str(tmp_path / "empty.pdb")]) == 1
-    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[KeOps]")]
-    assert printed[0] == f"error: {tmp_path / 'empty.pdb'}: no ATOM or HETATM record: the file holds no atoms"
-    assert len(printed) == 3 and printed[2].endswith("3EYD_D.pdb.gz")
-    with pytest.raises(ValueError, match="fraction must be in"):
-        search_scores(SAMPLE_DIR / "3EYD_C.pdb.gz", candidates, fraction=0)
