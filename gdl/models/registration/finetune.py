@@ -8,7 +8,10 @@ With z = x + u the current warped source and (y_hat, c) its robust-OT matches an
 a Gaussian-kernel average (registry ``nadaraya_watson``) that ignores unmatched points (c ~ 0) and
 turns the raw OT map, which may tear, into a smooth displacement field. Each blur scale s_k (coarse
 to fine) has its own reach (``reach_factor`` * s_k), kernel width (``smoothing``) and number of
-match-and-smooth ``iterations``, each either one number for every scale or one per scale.
+match-and-smooth ``iterations``, each either one number for every scale or one per scale. So is
+``num_points``: scale k is fitted on at most n_k random points of each cloud (nested: the first
+points of one random order per cloud), starting from u, the scales so far evaluated at those points;
+an OT solve costs about n_k^2 at coarse blurs, where few points resolve the blur.
 
 With ``debias``, the residual y_hat_j - z_j becomes y_hat_j - z_hat_j, where z_hat is the match of
 the warped source to itself (balanced OT at the same blur). An entropic match at blur s pulls each
