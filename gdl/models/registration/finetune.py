@@ -183,12 +183,12 @@ class Finetune(RegistrationStep):
                 subset = Subset(source, target, batch_source, batch_target, a, b, self.num_points[k], self.subset_seed)
                 displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the scales so far, at these points
             self_matching = self.self_matchings[k] if self.debiased[k] else None
-            x, y, bx, by, ax, by_mass = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
+            x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)
             for _ in range(iterations):
                 warped = x + displacement
-                matched, confidence = matching(warped, y, bx, by, ax, by_mass)
-                own = warped if self_matching is None else self_matching(warped, warped, bx, bx, ax, ax)[0]
+                matched, confidence = matching(warped, y, bx, by, a_x, b_y)
+                own = warped if self_matching is None else self_matching(warped, warped, bx, bx, a_x, a_x)[0]
                 residual = matched - own
                 step = smoother(warped, warped, residual, confidence, bx, bx)
                 fitted.scales.append((smoother, warped, residual, confidence, bx))
