@@ -8,7 +8,8 @@ import torch
 from gdl.data.pointclouds import read_points
 from gdl.data.synthetic import SyntheticDeformation
 from gdl.models.registration.finetune import Finetune
-from gdl.models.registration.prealign import rotation_about
+from gdl.models.registration.matching import random_subset
+from gdl.models.registration.prealign import Prealign, rotation_about
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +278,37 @@ def test_a_second_rigid_layer_takes_the_moving_box(generator):
     assert one_error[~background].mean() > 0.01
     assert two_error[~background].mean() < 1e-3
     assert two_error[background].mean() < 1e-3
+
+
+def test_a_coarse_scale_on_a_subset_then_every_point_equals_the_scales_fitted_in_turn(bunny, generator):
+    # num_points=[200, None]: the coarse scale fits 200 points of each cloud, the fine one starts
+    # from that field at every source point, as a second fine-tuning given it as the initial motion.
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(reach_factor=3.0, iterations=2, backend="torch")
+    per_scale = Finetune(blurs=(0.1, 0.03), smoothing=(0.1, 0.05), num_points=[200, None], **options)
+    coarse = Finetune(blurs=(0.1,), smoothing=0.1, num_points=200, **options)(pair.source, pair.target)
+    in_turn = Finetune(blurs=(0.03,), smoothing=0.05, **options)(pair.source, pair.target, initial=coarse)
+    fitted = per_scale.fit(pair.source, pair.target)
+    torch.testing.assert_close(fitted.displacement, in_turn)
+    assert [anchors.shape[0] for _, anchors, _, _, _ in fitted.scales] == [200, 200, 600, 600]
+    torch.testing.assert_close(fitted.at(pair.source), fitted.displacement, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="num_points must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.03), num_points=[200])
+    with pytest.raises(ValueError, match="num_points must be a positive integer"):
+        Finetune(blurs=(0.1, 0.03), num_points=[200, 0])
+
+
+def test_subsets_of_one_seed_are_nested(generator):
+    # A finer scale's larger subset holds the coarser scale's points (the first ones of one random order).
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([50, 7, 30]))
+    small, large = (set(random_subset(batch, 87, n, seed=5).tolist()) for n in (10, 25))
+    assert small < large and len(small) == 10 + 7 + 10 and len(large) == 25 + 7 + 25
+
+
+def test_solver_reaches_every_matching():
+    finetune = Finetune(blurs=(0.1, 0.03), debias=True, solver="tensorized", backend="torch")
+    assert {m.robot_map.params.solver for m in [*finetune.matchings, *finetune.self_matchings]} == {"tensorized"}
+    assert Prealign(blurs=(0.1,), solver="tensorized", backend="torch").matchings[0].robot_map.params.solver == "tensorized"
+    with pytest.raises(ValueError, match="solver"):
+        Finetune(solver="dense")

@@ -8,7 +8,10 @@ With z = x + u the current warped source and (y_hat, c) its robust-OT matches an
 a Gaussian-kernel average (registry ``nadaraya_watson``) that ignores unmatched points (c ~ 0) and
 turns the raw OT map, which may tear, into a smooth displacement field. Each blur scale s_k (coarse
 to fine) has its own reach (``reach_factor`` * s_k), kernel width (``smoothing``) and number of
-match-and-smooth ``iterations``, each either one number for every scale or one per scale.
+match-and-smooth ``iterations``, each either one number for every scale or one per scale. So is
+``num_points``: scale k is fitted on at most n_k random points of each cloud (nested: the first
+points of one random order per cloud), starting from u, the scales so far evaluated at those points;
+an OT solve costs about n_k^2 at coarse blurs, where few points resolve the blur.
 
 With ``debias``, the residual y_hat_j - z_j becomes y_hat_j - z_hat_j, where z_hat is the match of
 the warped source to itself (balanced OT at the same blur). An entropic match at blur s pulls each
@@ -87,6 +90,19 @@ class SmoothedFlow:
         return result
 
 
+class Subset:
+    """At most ``num_points`` random points of each cloud (``subset_pair``) and their masses,
+    renormalised per item; ``everything`` when the source subset is the whole source."""
+
+    def __init__(self, source, target, batch_source, batch_target, a, b, num_points, seed):
+        self.i, j = subset_pair(batch_source, source.shape[0], batch_target, target.shape[0], num_points, seed)
+        self.everything = len(self.i) == source.shape[0]
+        self.x, self.y = source[self.i], target[j]
+        self.bx = None if batch_source is None else batch_source[self.i]
+        self.by = None if batch_target is None else batch_target[j]
+        self.a, self.b = item_masses(a[self.i], len(self.i), self.bx, source), item_masses(b[j], len(j), self.by, target)
+
+
 class Finetune(RegistrationStep):
     """``displacement = finetune(source, target, batch_source, batch_target, initial=None)``."""
 
@@ -110,9 +126,9 @@ class Finetune(RegistrationStep):
         backend: str = "auto",
         truncate: float | None = None,
         debias: bool | Sequence[bool] = False,
+        solver: str = "auto",
     ):
         super().__init__()
-        self.num_points = None if num_points is None else check_positive("num_points", num_points, integer=True)
         self.subset_seed = check_seed("subset_seed", subset_seed)
         self.background = check_choice("background", background, ("initial", "rigid"))
         self.rigid_scales = [float(check_positive("rigid_scales", tau)) for tau in rigid_scales]
@@ -137,13 +153,14 @@ class Finetune(RegistrationStep):
         )
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.iterations = per_scale("iterations", iterations, len(blurs), integer=True)
+        self.num_points = per_scale("num_points", num_points, len(blurs), allow_none=True, integer=True)
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, r * b if r else None, scaling, backend) for b, r in zip(blurs, reach_factors)
+            RobustMatching(b, r * b if r else None, scaling, backend, solver) for b, r in zip(blurs, reach_factors)
         )
         self.debiased = per_scale("debias", debias, len(blurs), flag=True)
-        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend) for b in blurs)
+        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend, solver) for b in blurs)
         self.smoothers = torch.nn.ModuleList(
             gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=s, backend=backend, truncate=truncate)
             for s in smoothings
@@ -152,46 +169,43 @@ class Finetune(RegistrationStep):
     def fit(
         self, source, target, batch_source=None, batch_target=None, initial=None, weights_source=None, weights_target=None
     ) -> SmoothedFlow:
-        """Fit on at most ``num_points`` random points of each cloud (all by default; drawn from
-        ``subset_seed``), with the
+        """Fit each scale on at most its ``num_points`` random points of each cloud (all when None;
+        drawn from ``subset_seed``, so that a larger subset holds the smaller ones), with the
         transport masses ``weights_*`` (normalised per cloud, uniform when None); the returned
         flow's ``displacement`` is at every source point."""
         initial = torch.zeros_like(source) if initial is None else initial
         a = item_masses(weights_source, source.shape[0], batch_source, source, "weights_source")
         b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
-        if self.num_points is None:
-            fitted = self._fit(source, target, batch_source, batch_target, initial, a, b)
-            return fitted
-        i, j = subset_pair(batch_source, source.shape[0], batch_target, target.shape[0], self.num_points, self.subset_seed)
-        bx = None if batch_source is None else batch_source[i]
-        by = None if batch_target is None else batch_target[j]
-        a, b = item_masses(a[i], len(i), bx, source), item_masses(b[j], len(j), by, target)
-        fitted = self._fit(source[i], target[j], bx, by, initial[i], a, b)
-        fitted.displacement = fitted.at(source, batch_source, initial)
+        fitted, start = SmoothedFlow(self), time.perf_counter()
+        subset, displacement = None, None
+        for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
+            if subset is None or self.num_points[k] != self.num_points[k - 1]:
+                subset = Subset(source, target, batch_source, batch_target, a, b, self.num_points[k], self.subset_seed)
+                displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the scales so far, at these points
+            self_matching = self.self_matchings[k] if self.debiased[k] else None
+            x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
+            report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)
+            for _ in range(iterations):
+                warped = x + displacement
+                matched, confidence = matching(warped, y, bx, by, a_x, b_y)
+                own = warped if self_matching is None else self_matching(warped, warped, bx, bx, a_x, a_x)[0]
+                residual = matched - own
+                step = smoother(warped, warped, residual, confidence, bx, bx)
+                fitted.scales.append((smoother, warped, residual, confidence, bx))
+                displacement = displacement + step
+        fitted.displacement = self._background(subset.x, subset.y, subset.bx, subset.by, initial[subset.i], displacement, fitted)
+        if not subset.everything:
+            fitted.displacement = fitted.at(source, batch_source, initial)
         return fitted
 
-    def _fit(self, source, target, batch_source, batch_target, initial, a, b) -> SmoothedFlow:
-        fitted, start = SmoothedFlow(self), time.perf_counter()
-        displacement = initial
-        for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
-            self_matching = self.self_matchings[k] if self.debiased[k] else None
-            report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(source)} -> {len(target)} points)", start)
-            for _ in range(iterations):
-                warped = source + displacement
-                matched, confidence = matching(warped, target, batch_source, batch_target, a, b)
-                own = warped if self_matching is None else self_matching(warped, warped, batch_source, batch_source, a, a)[0]
-                residual = matched - own
-                step = smoother(warped, warped, residual, confidence, batch_source, batch_source)
-                fitted.scales.append((smoother, warped, residual, confidence, batch_source))
-                displacement = displacement + step
-        fitted.displacement = displacement
+    def _background(self, source, target, batch_source, batch_target, initial, displacement, fitted) -> torch.Tensor:
+        """The fitted ``displacement`` with the background kept where it fits as well (``keep_sigma``)."""
         if self.local_average is None:
-            return fitted
+            return displacement
         if self.background == "initial":
-            fitted.displacement = self.keep_background_where_not_worse(
+            return self.keep_background_where_not_worse(
                 source, target, initial, displacement, batch_source, batch_target, fitted, None
             )
-            return fitted
         result = displacement
         for _ in range(self.rigid_layers):
             free = layer_points((result == displacement).all(1), batch_source).to(source.dtype)
@@ -199,8 +213,7 @@ class Finetune(RegistrationStep):
             motion = self.robust_rigid_refinement(source, target, motion, batch_source, batch_target, free)
             rigid = apply_transform(source, *motion, batch_source) - source
             result = self.keep_background_where_not_worse(source, target, rigid, result, batch_source, batch_target, fitted, motion)
-        fitted.displacement = result
-        return fitted
+        return result
 
     def robust_rigid_fit(self, source, displacement, batch=None, prior=None):
         """The rigid motion (linear, translation) that best explains most of ``displacement`` (on

@@ -39,12 +39,13 @@ def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> t
 
 
 class RobustMatching(torch.nn.Module):
-    """``(y_hat, confidence) = matching(x, y, batch_x, batch_y)`` by robust OT at scale ``blur``."""
+    """``(y_hat, confidence) = matching(x, y, batch_x, batch_y)`` by robust OT at scale ``blur``
+    (``solver``: the GeomLoss solver of ``robot_map``)."""
 
-    def __init__(self, blur: float, reach: float | None, scaling: float | None = None, backend: str = "auto"):
+    def __init__(self, blur: float, reach: float | None, scaling: float | None = None, backend: str = "auto", solver: str = "auto"):
         super().__init__()
         self.blur, self.reach = float(blur), reach
-        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, backend=backend)
+        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, solver=solver, backend=backend)
 
     def forward(self, x, y, batch_x=None, batch_y=None, a=None, b=None):
         batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])

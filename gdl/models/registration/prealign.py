@@ -104,6 +104,7 @@ class Prealign(RegistrationStep):
         robust_factor: float | None = None,
         start: str = "centroids",
         backend: str = "auto",
+        solver: str = "auto",
     ):
         super().__init__()
         self.start = check_choice("start", start, ("centroids", "identity"))
@@ -116,7 +117,7 @@ class Prealign(RegistrationStep):
         self.subset_seed = check_seed("subset_seed", subset_seed)
         blurs = [float(check_positive("blurs", b)) for b in blurs]
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend) for b in blurs
+            RobustMatching(b, reach_factor * b if reach_factor else None, scaling, backend, solver) for b in blurs
         )
         self.procrustes = gdl.ops.get("weighted_procrustes", mode=mode, backend=backend)
 
