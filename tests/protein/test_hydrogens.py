@@ -49,7 +49,7 @@ def test_protonated_and_stripped_files_get_the_same_residue_scores(tmp_path, mon
 
 
 def test_the_cache_reads_files_as_its_model_does(tmp_path):
-    with_h, without_h = DMaSIF.from_pretrained("site"), DMaSIF.from_pretrained("site", hydrogens=False)
+    with_h, without_h = DMaSIF.from_pretrained("site", hydrogens=True), DMaSIF.from_pretrained("site", hydrogens=False)
     caches = ProteinCache(tmp_path, with_h), ProteinCache(tmp_path, without_h)
     assert caches[0].key(PROTONATED) != caches[1].key(PROTONATED)
     assert len(caches[1].compute(PROTONATED)["atoms"]) == len(read_pdb(PROTONATED, hydrogens=False).coords) == 193
