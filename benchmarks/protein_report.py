@@ -1,10 +1,10 @@
 """One table for the protein models: site ROC-AUC per set and kind of structure, search per set.
 
-    python benchmarks/protein_report.py --data ../shared/data [--site site] [--search search]
+    python benchmarks/protein_report.py [--masif DIR] [--db5 DIR] [--site site] [--search search]
         [--split test|val] [--cache-dir DIR] [--threshold 3.0] [--name NAME]
 
-The complexes of ``--data``/masif_search_pairs (MaSIF-search, protonated) and
-``--data``/db5_5/bound (Docking Benchmark 5.5, X-ray) are pooled and split by PDB ID as the
+The complexes of ``--masif`` (MaSIF-search ``PDBID_CHAINS`` pairs, protonated) and ``--db5``/bound
+(Docking Benchmark 5.5, X-ray; ``--db5``/unbound the unbound structures) are pooled and split by PDB ID as the
 training data module splits them (``split_by_pdb_id``, validation 0.15, test 0.2), and the models are
 evaluated on the ``--split`` complexes of each set:
 
@@ -34,32 +34,31 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from gdl.data.protein_cache import ProteinCache
-from gdl.data.proteins import Complex, find_complexes, interface_labels, pooled_complexes, split_by_pdb_id
+from gdl.data.proteins import DB5_SAMPLE_DIR, SAMPLE_DIR, Complex, find_complexes, interface_labels, pooled_complexes, split_by_pdb_id
 from gdl.models.dmasif import DMaSIF, Surface
 
 sys.path.insert(0, str(Path(__file__).parent))
 from protein import checkpoint_model, evaluate, machine, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = {"MaSIF-search": "masif_search_pairs", "DB5.5": "db5_5/bound"}
 ANCHORS = {  # Sverrisson et al., CVPR 2021 (dMaSIF, full MaSIF data): bound, protonated structures
     "site": "0.87 (dMaSIF, MaSIF bound)",
     "search": "0.81-0.86 (dMaSIF, MaSIF bound)",
 }
 
 
-def split_sets(data: Path, split: str) -> dict[str, list[Complex]]:
+def split_sets(masif: Path, db5: Path, split: str) -> dict[str, list[Complex]]:
     """The ``split`` complexes of each set, from the pooled split by PDB ID."""
-    folders = {name: data / sub for name, sub in SETS.items()}
+    folders = {"MaSIF-search": masif, "DB5.5": db5 / "bound"}
     train, val, test = split_by_pdb_id(pooled_complexes(folders.values()), 0.15, 0.2)
     chosen = {"train": train, "val": val, "test": test}[split]
     ids = {name: {c.pdb_id for c in find_complexes(folder)} for name, folder in folders.items()}
-    return {name: [c for c in chosen if c.pdb_id in ids[name]] for name in SETS}
+    return {name: [c for c in chosen if c.pdb_id in ids[name]] for name in folders}
 
 
-def unbound(complex_: Complex, data: Path) -> Complex:
+def unbound(complex_: Complex, db5: Path) -> Complex:
     """The same complex with both sides' unbound structures (Docking Benchmark layout)."""
-    folder = data / "db5_5" / "unbound"
+    folder = db5 / "unbound"
     return Complex(complex_.pdb_id, complex_.chains_1, complex_.chains_2, folder / complex_.file_1.name, folder / complex_.file_2.name)
 
 
@@ -94,18 +93,19 @@ def site_roc_auc(model: DMaSIF, cache: ProteinCache, proteins, threshold: float)
     }
 
 
-def site_proteins(complexes, bound_or_unbound, data: Path):
+def site_proteins(complexes, bound_or_unbound, db5: Path):
     """(name, structure, bound partner) for both sides of each complex."""
     rows = []
     for c in complexes:
-        scored = unbound(c, data) if bound_or_unbound == "unbound" else c
+        scored = unbound(c, db5) if bound_or_unbound == "unbound" else c
         rows += [(f"{c.pdb_id}_{c.chains_1}", scored.file_1, c.file_2), (f"{c.pdb_id}_{c.chains_2}", scored.file_2, c.file_1)]
     return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder holding masif_search_pairs/ and db5_5/")
+    parser.add_argument("--masif", type=Path, default=SAMPLE_DIR, help="MaSIF-search pairs (default: the shipped sample)")
+    parser.add_argument("--db5", type=Path, default=DB5_SAMPLE_DIR, help="Docking Benchmark 5.5 bound/ and unbound/ (default: the shipped sample)")
     parser.add_argument("--site", default="site", help="site | a DMaSIF file | a protein_site checkpoint")
     parser.add_argument("--search", default="search", help="search | a DMaSIF file | a protein_search checkpoint")
     parser.add_argument("--split", default="test", choices=("val", "test"))
@@ -115,16 +115,19 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    sets = split_sets(args.data, args.split)
+    sets = split_sets(args.masif, args.db5, args.split)
     site, search = checkpoint_model(args.site).eval(), checkpoint_model(args.search).eval()
     site_cache = ProteinCache(args.cache_dir, site)
     rows, result = [], {"site": {}, "search": {}}
     for set_name, complexes in sets.items():
+        if not complexes:
+            print(f"{set_name}: no complex in the {args.split} split", flush=True)
+            continue
         kinds = ("bound", "unbound") if set_name == "DB5.5" else ("bound",)
         for kind in kinds:
             print(f"{set_name} {kind}: {len(complexes)} complexes", flush=True)
-            site_result = site_roc_auc(site, site_cache, site_proteins(complexes, kind, args.data), args.threshold)
-            pairs = [unbound(c, args.data) for c in complexes] if kind == "unbound" else complexes
+            site_result = site_roc_auc(site, site_cache, site_proteins(complexes, kind, args.db5), args.threshold)
+            pairs = [unbound(c, args.db5) for c in complexes] if kind == "unbound" else complexes
             search_result = evaluate(search, pairs, torch.device("cpu"), args.threshold, args.cache_dir)["metrics"]
             result["site"][f"{set_name} {kind}"] = site_result
             result["search"][f"{set_name} {kind}"] = search_result

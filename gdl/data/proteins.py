@@ -34,6 +34,8 @@ from gdl.data.pdb import read_pdb
 from gdl.data.protein_cache import ProteinCache
 
 SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "proteins"
+# Two Docking Benchmark 5.5 complexes, bound/ and unbound/ PDBID_l, PDBID_r files (its README)
+DB5_SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "db5_5"
 # Preprocessed sample proteins at the settings of configs/model/dmasif.yaml (and the shipped models),
 # so that the main job starts from cached surfaces: python -m gdl.data.protein_cache --help
 SAMPLE_CACHE_DIR = SAMPLE_DIR / "cache"

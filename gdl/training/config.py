@@ -41,9 +41,20 @@ def run_name() -> str:
     return choices.get("experiment") or choices.get("data") or "train"
 
 
+def sample_dir(name: str) -> str:
+    """The folder of the sample ``name`` shipped in ``gdl/samples`` (``${gdl_sample:proteins}``)."""
+    import gdl
+
+    path = Path(gdl.__file__).parent / "samples" / name
+    if not path.is_dir():
+        raise ValueError(f"no sample {name!r} in {path.parent}")
+    return str(path)
+
+
 def register_resolvers() -> None:
-    """Register ``${gdl_run_name:}``; safe to call more than once."""
+    """Register ``${gdl_run_name:}`` and ``${gdl_sample:NAME}``; safe to call more than once."""
     OmegaConf.register_new_resolver("gdl_run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("gdl_sample", sample_dir, replace=True)
 
 
 def _at_least(low: float, note: str = ""):
