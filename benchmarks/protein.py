@@ -20,12 +20,8 @@ as an X-ray set would be), and adds ``_noH`` to the JSON name; otherwise files a
 says (``DMaSIF.hydrogens``). Peak memory: CUDA
 max_memory_allocated, or on CPU the peak resident-set increase sampled every millisecond.
 
-A ``--data`` folder with ``bound/`` and ``unbound/`` subfolders of ``PDBID_l`` / ``PDBID_r`` files
-(Docking Benchmark 5.5, ../shared/data/db5_5) is evaluated by a site model on both kinds of
-structure: each side, bound or unbound (the unbound files are superimposed on the complex), has its
-surface labelled from the atoms of its *bound* partner, and the per-protein median and pooled
-ROC-AUC are reported per kind (``--complexes N``: the first N complexes only); JSON in
-benchmarks/results/protein_eval_<ckpt>_db5_<split>_<device>.json.
+Docking Benchmark 5.5 folders (``bound/`` and ``unbound/``) are evaluated by
+``benchmarks/protein_report.py``, per set and kind of structure.
 
 Without ``--eval-only``: complexes are split by PDB ID (test = 20% of IDs); ``--max-atoms`` keeps
 the complexes whose two sides have at most that many atoms, then the first ``--train-complexes`` /
@@ -61,7 +57,6 @@ from gdl.data.proteins import (
     ProteinComplexDataModule,
     ProteinComplexes,
     find_complexes,
-    interface_labels,
     split_by_pdb_id,
 )
 from gdl.models.dmasif import DMaSIF, Surface, atom_radii, van_der_waals_gap
@@ -277,7 +272,6 @@ def main(argv=None):
     parser.add_argument("--eval-only", action="store_true", help="evaluate --ckpt on the complexes, no training")
     parser.add_argument("--split", default="all", choices=("all", "test"), help="every complex of --data, or the test split (PDB-ID hash, 20%%)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="preprocessing cache (surfaces computed once)")
-    parser.add_argument("--complexes", type=int, default=0, help="with --eval-only on bound/unbound data: the first N complexes (0: all)")
     parser.add_argument("--threshold", type=float, default=3.0, help="interface: partner atom within this many angstroms")
     parser.add_argument("--strip-hydrogens", action="store_true", help="with --eval-only: read every file without its H and D atoms")
     parser.add_argument("--train-complexes", type=int, default=8, help="0: all training complexes")
@@ -362,72 +356,11 @@ def main(argv=None):
     write_json(results, args.out / f"protein_{device.type}.json")
 
 
-def site_scores_and_labels(model: DMaSIF, path, partner, device, threshold: float, hydrogens: bool):
-    """Site scores of the surface of ``path`` and its labels from the atoms of ``partner`` (numpy),
-    both read with or without their hydrogens."""
-    atoms, partner_atoms = read_pdb(path, hydrogens=hydrogens), read_pdb(partner, hydrogens=hydrogens)
-    centre = atoms.coords.mean(0)
-    coords = (atoms.coords - centre).to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    surface = model.surface(coords, atoms.types.to(device), None, atoms.residue_properties().to(device), generator=generator)
-    scores = model(surface, coords, atoms.types.to(device))
-    others = (partner_atoms.coords - centre).to(device)
-    zeros = functools.partial(torch.zeros, dtype=torch.long, device=device)
-    labels = interface_labels(surface.points, zeros(len(surface.points)), others, zeros(len(others)), threshold)
-    return scores.cpu().numpy(), labels.cpu().numpy()
-
-
-def bound_unbound_site_auc(model: DMaSIF, folder: Path, complexes, device, threshold: float, hydrogens: bool) -> dict:
-    """Per kind (bound, unbound): per-protein site ROC-AUC of each side of ``complexes`` (IDs of
-    ``folder/bound``), labelled from the bound partner's atoms, their median and the pooled ROC-AUC."""
-    import numpy as np
-
-    result = {}
-    for kind in ("bound", "unbound"):
-        per_protein, all_scores, all_labels = {}, [], []
-        for complex_ in complexes:
-            for side, other in (("l", "r"), ("r", "l")):
-                path = folder / kind / f"{complex_.pdb_id}_{side}.pdb.gz"
-                with torch.no_grad():
-                    partner = folder / "bound" / f"{complex_.pdb_id}_{other}.pdb.gz"
-                    scores, labels = site_scores_and_labels(model, path, partner, device, threshold, hydrogens)
-                if 0 < labels.sum() < len(labels):
-                    per_protein[path.name] = float(roc_auc_score(labels, scores))
-                all_scores.append(scores)
-                all_labels.append(labels)
-            print(f"  {kind} {complex_.pdb_id}: " + ", ".join(f"{per_protein.get(f'{complex_.pdb_id}_{s}.pdb.gz', float('nan')):.3f}" for s in "lr"), flush=True)
-        result[kind] = {
-            "roc_auc_median": statistics.median(per_protein.values()),
-            "roc_auc_pooled": float(roc_auc_score(np.concatenate(all_labels), np.concatenate(all_scores))),
-            "per_protein_roc_auc": per_protein,
-        }
-    return result
-
-
-def eval_bound_unbound(args, model: DMaSIF, device) -> None:
-    """``--eval-only`` on a folder with ``bound/`` and ``unbound/``: site ROC-AUC of both kinds, table + JSON."""
-    if model.head_kind != "site":
-        raise SystemExit(f"error: bound/unbound evaluation needs a site model, got a {model.head_kind} one")
-    complexes = find_complexes(args.data / "bound")
-    if args.split == "test":
-        complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
-    if args.complexes:
-        complexes = complexes[: args.complexes]
-    print(f"site model {args.ckpt or 'site'}: {len(complexes)} complexes of {args.data}, bound and unbound, device {device}")
-    result = bound_unbound_site_auc(model, args.data, complexes, device, args.threshold, model.hydrogens and not args.strip_hydrogens)
-    anchor = ANCHORS["dMaSIF site ROC-AUC (3 layers, 9 A)"]
-    print(f"\n{'site ROC-AUC':<12}  {'per-protein median':>18}  {'pooled':>8}  {'proteins':>8}  {'published (MaSIF bound)':>24}")
-    for kind, values in result.items():
-        row = f"{kind:<12}  {values['roc_auc_median']:>18.3f}  {values['roc_auc_pooled']:>8.3f}  {len(values['per_protein_roc_auc']):>8}"
-        print(f"{row}  {anchor:>24}")
-    save_evaluation(result, args, model, [c.pdb_id for c in complexes], device, f"db5_{args.split}")
-
-
 def eval_only(args, device) -> None:
     """``--eval-only``: metrics of ``--ckpt`` on the complexes of ``--data``, table + JSON."""
     model = checkpoint_model(args.ckpt or "site").eval()
     if (args.data / "bound").is_dir() and (args.data / "unbound").is_dir():
-        return eval_bound_unbound(args, model, device)
+        raise SystemExit(f"error: {args.data} holds bound/ and unbound/ structures: benchmarks/protein_report.py --db5 {args.data}")
     complexes = find_complexes(args.data)
     if args.split == "test":
         complexes = split_by_pdb_id(complexes, 0.15, 0.2)[2]
