@@ -71,6 +71,8 @@ def parse_args(argv):
     parser.add_argument("--unit-mm", type=float, default=100.0, help="mm per cloud unit (100 for the normalised trees)")
     parser.add_argument("--skip-real", action="store_true", help="only the synthetic pairs")
     parser.add_argument("--synthetic-seeds", default="100-102", help="synthetic pairs: seeds 0-99 tune, 100+ are held out")
+    parser.add_argument("--apex", default="min", choices=("min", "max"),
+                        help="synthetic pairs: the end of z that holds the lung apex (min: DirLab's voxel order, slices from the head down)")
     parser.add_argument("--blur", type=float, default=0.01, help="blur of the OT distance (units)")
     parser.add_argument("--ot-points", type=int, default=8192, help="points of each tree in the OT distance")
     parser.add_argument("--json", default="benchmarks/results/lung.json")
@@ -133,7 +135,7 @@ def run(args, overrides, landmarks, out: Path):
     def masses(weights):
         return torch.from_numpy(weights.astype(np.float32)).to(device) if use_masses else None
 
-    result = {"case": args.case, "preset": args.preset, "overrides": list(overrides), "steps": args.steps,
+    result = {"case": args.case, "preset": args.preset, "apex": args.apex, "overrides": list(overrides), "steps": args.steps,
               "finetune_model": args.finetune, "masses": "weights" if use_masses else "uniform", "device": str(device)}
     if not args.skip_real:
         xs, ws = subset(source, w_source, n, 0)
@@ -158,7 +160,7 @@ def run(args, overrides, landmarks, out: Path):
             real.update(landmark_report(registration, landmarks, target, args, out))
         result["real"] = real
 
-    deformation = BreathingDeformation()
+    deformation = BreathingDeformation(apex=args.apex)
     synthetic = []
     tree = torch.from_numpy(source)
     for seed in seed_list(args.synthetic_seeds):

@@ -124,14 +124,18 @@ class BreathingDeformation:
     """``pair = breathing(points, generator)``: a realistic synthetic expiration -> inspiration pair
     built from one vessel tree P (a :class:`gdl.data.synthetic.SyntheticPair`, plus held-out points).
 
-    With c the centroid, h_i = (z_top - z_i) / (z_top - z_bottom) in [0, 1] the depth below the apex
-    along ``axis`` (the diaphragm at the low end), and e the unit vector of ``axis`` pointing to the
-    apex, the displacement before rescaling is
+    With c the centroid, h_i in [0, 1] the depth below the apex along ``axis`` (0 at the apex, 1 at
+    the diaphragm) and e the unit vector along ``axis`` pointing to the apex, the displacement before
+    rescaling is
 
         u(x) = (S - I)(x - c) - d h(x)^2 e + R x - x + w(x)
 
     S = diag(1 + s_k) an anisotropic expansion (s_k uniform in [``expansion``/2, ``expansion``]),
-    d the extra diaphragm descent (uniform in [``diaphragm``/2, ``diaphragm``]), R a rotation by at
+    d the extra diaphragm descent (uniform in [``diaphragm``/2, ``diaphragm``]), so that the motion
+    grows toward the diaphragm. ``apex`` says which end of ``axis`` holds the apex: ``"max"`` in a
+    frame whose axis points to the head (RAS, LPS), ``"min"`` in DirLab's voxel order, where slices
+    are numbered from the head down (the copd1 trees: their tuning landmarks move by -4 mm along z
+    on average in the lowest fifth of z, by +14 mm in the highest). R a rotation by at
     most ``rotation_deg``, and w a smooth random Gaussian-kernel field at ``scales`` (largest value
     ``amplitudes``). u is then scaled so that its mean norm on P is uniform in
     [``mean_displacement``]; phi(x) = x + u(x).
@@ -153,6 +157,7 @@ class BreathingDeformation:
         expansion=(0.04, 0.15, 0.08),
         diaphragm: float = 0.1,
         axis: int = 2,
+        apex: str = "max",
         rotation_deg: float = 3.0,
         scales=(0.4, 0.15),
         amplitudes=(0.06, 0.02),
@@ -174,9 +179,11 @@ class BreathingDeformation:
             raise ValueError(f"keep must be a fraction in (0, 1], got {keep}")
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        if apex not in ("max", "min"):
+            raise ValueError(f'apex must be "max" or "min" (the end of axis {axis} that holds the lung apex), got {apex!r}')
         self.mean_displacement = (low, high)
         self.expansion = torch_tensor(expansion)
-        self.diaphragm, self.axis, self.rotation = float(diaphragm), axis, math.radians(rotation_deg)
+        self.diaphragm, self.axis, self.apex, self.rotation = float(diaphragm), axis, apex, math.radians(rotation_deg)
         self.random_field = SyntheticDeformation(scales=scales, amplitudes=amplitudes, num_controls=num_controls)
         if len(missing) != 2:
             raise ValueError(f"missing must hold 2 counts (source, target), got {missing!r}")
@@ -197,12 +204,14 @@ class BreathingDeformation:
         rotation = random_rotation(self.rotation, generator, points.dtype).to(points)
         wiggle = self.random_field.displacement_field(points, generator)
         centre = points.mean(0)
-        top, bottom = points[:, self.axis].max(), points[:, self.axis].min()
+        sign = 1.0 if self.apex == "max" else -1.0
+        heights = sign * points[:, self.axis]  # grows toward the apex
+        top, bottom = heights.max(), heights.min()
         apex = torch.zeros(3, dtype=points.dtype, device=points.device)
-        apex[self.axis] = 1.0
+        apex[self.axis] = sign
 
         def raw(x):
-            depth = ((top - x[:, self.axis]) / (top - bottom)).clamp(0, 1)
+            depth = ((top - sign * x[:, self.axis]) / (top - bottom)).clamp(0, 1)
             expansion = (x - centre) * stretch.to(x)
             return expansion - descent * depth[:, None] ** 2 * apex + (x - centre) @ rotation.T + centre - x + wiggle(x)
 

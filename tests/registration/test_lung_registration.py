@@ -170,3 +170,22 @@ def test_lung_benchmark_reports_landmark_errors_after_each_step(tmp_path):
     assert real["tre_mm"]["after prealign"]["mean"] < 1.0
     assert len(real["landmark_errors_mm"]["after prealign"]) == 15
     assert (out.parent / "lung_landmarks.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("apex", ["max", "min"])
+def test_breathing_descent_is_the_analytic_field_and_points_away_from_the_apex(apex, generator):
+    """With no expansion, rotation or wiggle, u(x) = -d h(x)^2 e: h the depth below the apex (0 there,
+    1 at the diaphragm), e the unit vector toward the apex, d set by the mean displacement."""
+    z = torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
+    points = torch.stack([0.1 * torch.sin(7 * z), 0.1 * torch.cos(5 * z), z], 1)
+    breathing = BreathingDeformation(
+        mean_displacement=(0.2, 0.2), expansion=(0.0, 0.0, 0.0), rotation_deg=0.0, amplitudes=(0.0, 0.0), apex=apex
+    )
+    flow = breathing.field(points, generator)(points)
+    depth = (1 - z) / 2 if apex == "max" else (1 + z) / 2
+    toward_apex = 1.0 if apex == "max" else -1.0
+    expected_z = -toward_apex * depth**2 * 0.2 / float((depth**2).mean())  # scaled to the mean norm 0.2
+    torch.testing.assert_close(flow[:, :2], torch.zeros_like(flow[:, :2]), atol=1e-12, rtol=0)
+    torch.testing.assert_close(flow[:, 2], expected_z, atol=1e-12, rtol=1e-10)
+    with pytest.raises(ValueError, match="apex"):
+        BreathingDeformation(apex="top")
