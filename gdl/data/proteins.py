@@ -32,10 +32,11 @@ import gdl
 import gdl.ops
 from gdl.data.pdb import read_pdb
 from gdl.data.protein_cache import ProteinCache
+from gdl.data.synthetic import sample_folder
 
-SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "proteins"
+SAMPLE_DIR = sample_folder("proteins")
 # Two Docking Benchmark 5.5 complexes, bound/ and unbound/ PDBID_l, PDBID_r files (its README)
-DB5_SAMPLE_DIR = Path(gdl.__file__).parent / "samples" / "db5_5"
+DB5_SAMPLE_DIR = sample_folder("db5_5")
 # Preprocessed sample proteins at the settings of configs/model/dmasif.yaml (and the shipped models),
 # so that the main job starts from cached surfaces: python -m gdl.data.protein_cache --help
 SAMPLE_CACHE_DIR = SAMPLE_DIR / "cache"

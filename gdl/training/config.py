@@ -43,9 +43,9 @@ def run_name() -> str:
 
 def sample_dir(name: str) -> str:
     """The folder of the sample ``name`` shipped in ``gdl/samples`` (``${gdl_sample:proteins}``)."""
-    import gdl
+    from gdl.data.synthetic import sample_folder
 
-    path = Path(gdl.__file__).parent / "samples" / name
+    path = sample_folder(name)
     if not path.is_dir():
         raise ValueError(f"no sample {name!r} in {path.parent}")
     return str(path)
