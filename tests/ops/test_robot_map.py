@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gdl.ops
+import gdl.ops.robot_map as robot_map_module
 
 SOLVERS = ["tensorized", "online"]  # the dense plan and the symbolic KeOps plan
 
@@ -116,6 +117,28 @@ def test_ragged_batches_equal_per_item_calls_and_backends_agree(generator, mode)
     else:
         torch.testing.assert_close(lazy_y, dense_y, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(lazy_c, dense_c, rtol=1e-3, atol=1e-6)
+
+
+def test_soft_keops_match_sums_only_the_pairs_that_carry_mass(generator, monkeypatch):
+    # A helix of extent ~1 matched at blur 0.005: the plan's window (about 0.03) is a small part of it.
+    t = torch.rand(1500, generator=generator, dtype=torch.float64) * 12
+    x = torch.stack([0.3 * t.cos(), 0.3 * t.sin(), t / 12], 1).float()
+    y = x + 0.004 * torch.randn(x.shape, generator=generator, dtype=torch.float64).float() + 0.01
+    windows, window = [], robot_map_module.window
+
+    def recorded(*args, **kwargs):
+        windows.append(window(*args, **kwargs))
+        return windows[-1]
+
+    monkeypatch.setattr(robot_map_module, "window", recorded)
+    op = gdl.ops.get("robot_map", blur=0.005, reach=0.01, scaling=0.7, solver="online")
+    y_hat, confidence = op(x, y)
+    monkeypatch.setattr(robot_map_module, "PLAN_LOG_CUTOFF", 1e6)  # a window holding every pair
+    exact_y_hat, exact_confidence = op(x, y)
+    assert [w.truncated for w in windows] == [True, False]
+    assert windows[0].local.cutoff < 0.1
+    torch.testing.assert_close(y_hat, exact_y_hat, rtol=0, atol=1e-5)
+    torch.testing.assert_close(confidence, exact_confidence, rtol=1e-5, atol=1e-7)
 
 
 def test_soft_map_gradients_agree_between_keops_and_dense(generator):

@@ -299,6 +299,32 @@ def test_a_coarse_scale_on_a_subset_then_every_point_equals_the_scales_fitted_in
         Finetune(blurs=(0.1, 0.03), num_points=[200, 0])
 
 
+def test_interpolated_finetuning_is_one_gaussian_average_of_the_fitted_points(bunny, generator):
+    # interpolate_sigma = tau: every point q gets u0(q) + sum_s k(q, x_s) w_s / sum_s k(q, x_s), with
+    # w_s the fine-tuning of the fitted points x_s (the same passes as without interpolation).
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    initial = torch.tensor([0.02, -0.01, 0.03], dtype=cloud.dtype).expand_as(cloud)
+    options = dict(blurs=(0.1, 0.03), smoothing=(0.1, 0.05), reach_factor=3.0, iterations=2, num_points=200, backend="torch")
+    exact = Finetune(**options).fit(pair.source, pair.target, initial=initial)
+    interpolated = Finetune(**options, interpolate_sigma=0.04).fit(pair.source, pair.target, initial=initial)
+    fitted = random_subset(None, 600, 200, seed=0)
+    anchors, finetuning = pair.source[fitted], exact.displacement[fitted] - initial[fitted]
+    queries = pair.source + 0.01 * torch.randn(pair.source.shape, generator=generator, dtype=cloud.dtype)
+
+    def by_hand(points):
+        weights = torch.exp(-torch.cdist(points, anchors) ** 2 / (2 * 0.04**2))
+        return initial[: len(points)] + weights @ finetuning / weights.sum(1, keepdim=True)
+
+    torch.testing.assert_close(interpolated.displacement, by_hand(pair.source))
+    torch.testing.assert_close(interpolated.at(queries, initial=initial), by_hand(queries))
+    # the fitted points keep their fine-tuning to within the variation of the field over tau
+    error = (interpolated.displacement - exact.displacement).norm(dim=1)
+    assert float(error[fitted].median()) < 0.1 * float(finetuning.norm(dim=1).median())
+    with pytest.raises(ValueError, match="interpolate_sigma must be a positive number"):
+        Finetune(interpolate_sigma=0.0)
+
+
 def test_subsets_of_one_seed_are_nested(generator):
     # A finer scale's larger subset holds the coarser scale's points (the first ones of one random order).
     batch = torch.repeat_interleave(torch.arange(3), torch.tensor([50, 7, 30]))
