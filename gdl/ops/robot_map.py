@@ -7,10 +7,11 @@ import torch
 from gdl.ops.core.ot_solver import check_measures, choose_solver, ot_params, solve
 from gdl.ops.core.backend import import_pykeops
 from gdl.ops.core.base import Operator, row_chunks
-from gdl.ops.core.checks import check_choice
-from gdl.ops.core.kernels import any_sqrt, dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
+from gdl.ops.core.checks import check_choice, check_positive
+from gdl.ops.core.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
 from gdl.ops.core.registry import register
-from gdl.ops.core.window import sqnorm, window
+from gdl.ops.core.sinkhorn_refine import cost, cost_to_distance, refine_potentials
+from gdl.ops.core.window import window
 
 MODES = ("soft", "hard")
 # The soft KeOps matching sums the plan over the pairs with P_ij >= exp(-PLAN_LOG_CUTOFF) a_i b_j only.
@@ -49,18 +50,31 @@ class RobotMap(Operator):
     travel farther than ``reach`` is mostly dropped, which shows as low confidence.
     """
 
-    def __init__(self, blur=0.01, reach=None, scaling=0.9, mode="soft", p=2, solver="auto", backend="auto"):
+    def __init__(self, blur=0.01, reach=None, scaling=0.9, mode="soft", p=2, solver="auto", backend="auto", warm_iterations=5):
         super().__init__(backend)
         self.params = ot_params(p, blur, reach, scaling, False, solver)
         self.mode = check_choice("mode", mode, MODES)
+        self.warm_iterations = check_positive("warm_iterations", warm_iterations, integer=True)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, {self.params.describe()}, " + super().extra_repr()
+        return f"mode={self.mode!r}, {self.params.describe()}, warm_iterations={self.warm_iterations}, " + super().extra_repr()
 
     def forward(self, x, y, a=None, b=None, batch_x=None, batch_y=None):
+        return self.match(x, y, a, b, batch_x, batch_y)[:2]
+
+    def match(self, x, y, a=None, b=None, batch_x=None, batch_y=None, start=None):
+        """``(y_hat, confidence, (f, g))``. ``start``: the potentials (f, g) of a match of the same
+        points a little moved (the previous pass of a fine-tuning); ``warm_iterations`` Sinkhorn
+        updates at the final blur refine them (:mod:`gdl.ops.core.sinkhorn_refine`) instead of a
+        solve annealed from the clouds' diameter."""
         measures = check_measures(x, y, a, b, batch_x, batch_y, self.params.balanced)
         solver = choose_solver(self.params, self.backend, self.backend_for(x.device), measures)
-        f, g = solve(self.params, solver, measures, potentials=True)
+        if start is None:
+            f, g = solve(self.params, solver, measures, potentials=True)
+        else:
+            f, g = self._check_start(start, x, y)
+            backend = "torch" if solver == "tensorized" else "keops"
+            f, g = refine_potentials(self.params, measures, batch_x, batch_y, f, g, self.warm_iterations, backend)
         # P_ij / a_i = exp(f_i / eps + h_j - C_ij / eps): h holds the log-weights of the targets.
         h = safe_log(measures.b) + g / self.params.eps
         if solver == "tensorized":
@@ -69,12 +83,22 @@ class RobotMap(Operator):
             y_hat, log_mass = self._keops_hard(x, y, h, measures)
         else:
             y_hat, log_mass = self._keops_soft(x, y, h, measures, batch_x, batch_y, self._cutoff(f, g))
-        return y_hat, (f / self.params.eps + log_mass).exp()
+        return y_hat, (f / self.params.eps + log_mass).exp(), (f, g)
+
+    @staticmethod
+    def _check_start(start, x, y):
+        f, g = start
+        if f.shape != (x.shape[0],) or g.shape != (y.shape[0],):
+            raise ValueError(
+                f"start must be potentials of shapes ({x.shape[0]},) and ({y.shape[0]},), one per point "
+                f"of x and y, got {tuple(f.shape)} and {tuple(g.shape)}"
+            )
+        return f.detach(), g.detach()
 
     def _cutoff(self, f, g) -> float:
         """The distance beyond which every pair holds P_ij < e^-T a_i b_j (see the class docstring)."""
-        cost = max(float(f.detach().max()) + float(g.detach().max()), 0.0) + PLAN_LOG_CUTOFF * self.params.eps
-        return (2 * cost) ** 0.5 if self.params.p == 2 else cost
+        bound = max(float(f.detach().max()) + float(g.detach().max()), 0.0) + PLAN_LOG_CUTOFF * self.params.eps
+        return cost_to_distance(bound, self.params.p)
 
     def _keops_soft(self, x, y, h, measures, batch_x, batch_y, cutoff):
         """(y_hat, log sum_j b_j exp((g_j - C_ij) / eps)) over the pairs closer than ``cutoff``."""
@@ -90,9 +114,7 @@ class RobotMap(Operator):
 
     def _log_weight(self, x_i, y_j, h_j):
         """log P_ij / a_i - f_i / eps = h_j - C_ij / eps."""
-        sqdist = sqnorm(x_i - y_j)
-        cost = sqdist / 2 if self.params.p == 2 else any_sqrt(sqdist)
-        return h_j - cost / self.params.eps
+        return h_j - cost(x_i, y_j, self.params.p) / self.params.eps
 
     def _keops_hard(self, x, y, h, measures):
         LazyTensor = import_pykeops().LazyTensor

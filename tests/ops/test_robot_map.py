@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,42 @@ def test_soft_keops_match_sums_only_the_pairs_that_carry_mass(generator, monkeyp
     assert windows[0].local.cutoff < 0.1
     torch.testing.assert_close(y_hat, exact_y_hat, rtol=0, atol=1e-5)
     torch.testing.assert_close(confidence, exact_confidence, rtol=1e-5, atol=1e-7)
+
+
+def converged_match(x, y, blur, reach, iterations=3000):
+    """y_hat and confidence of the unbalanced plan, Sinkhorn iterated to convergence in float64."""
+    x, y = x.double(), y.double()
+    eps, kappa = blur**2, 1 / (1 + blur**2 / reach**2)
+    cost = torch.cdist(x, y) ** 2 / 2
+    log_a, log_b = torch.full((len(x),), -math.log(len(x)), dtype=x.dtype), torch.full((len(y),), -math.log(len(y)), dtype=x.dtype)
+    f, g = torch.zeros(len(x), dtype=x.dtype), torch.zeros(len(y), dtype=x.dtype)
+    for _ in range(iterations):
+        f = -kappa * eps * torch.logsumexp(log_b + (g - cost) / eps, 1)
+        g = -kappa * eps * torch.logsumexp(log_a[:, None] + (f[:, None] - cost) / eps, 0)
+    plan = (log_a[:, None] + log_b + (f[:, None] + g - cost) / eps).exp()
+    return plan @ y / plan.sum(1, keepdim=True), plan.sum(1) / log_a.exp()
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_warm_start_refines_the_potentials_of_a_nearby_match(generator, solver):
+    # The points move a little between two matches (a fine-tuning pass): a few Sinkhorn updates from
+    # the first match's potentials reach the converged plan of the second, closer than a new solve.
+    x, y = cube(generator, 300), cube(generator, 320) + 0.02
+    moved = x + 0.01 * torch.randn(x.shape, generator=generator, dtype=torch.float64).float()
+    op = gdl.ops.get("robot_map", blur=0.05, reach=0.05, scaling=0.7, solver=solver, warm_iterations=5)
+    _, _, potentials = op.match(x, y)
+    cold_y_hat, cold_confidence, _ = op.match(moved, y)
+    y_hat, confidence, (f, g) = op.match(moved, y, start=potentials)
+    assert f.shape == (300,) and g.shape == (320,)
+    reference_y_hat, reference_confidence = converged_match(moved, y, 0.05, 0.05)
+    warm_error = (confidence.double() - reference_confidence).abs().max()
+    cold_error = (cold_confidence.double() - reference_confidence).abs().max()
+    assert warm_error < 0.01 * reference_confidence.max() and warm_error < cold_error / 2, (warm_error, cold_error)
+    assert float((y_hat.double() - reference_y_hat).norm(dim=1).max()) < 1e-3
+    with pytest.raises(ValueError, match="start must be potentials of shapes"):
+        op.match(moved, y, start=(f[:10], g))
+    with pytest.raises(ValueError, match="warm_iterations must be a positive integer"):
+        gdl.ops.get("robot_map", warm_iterations=0)
 
 
 def test_soft_map_gradients_agree_between_keops_and_dense(generator):

@@ -325,6 +325,22 @@ def test_interpolated_finetuning_is_one_gaussian_average_of_the_fitted_points(bu
         Finetune(interpolate_sigma=0.0)
 
 
+def test_warm_started_passes_fit_as_passes_solved_anew(bunny, generator):
+    # warm_iterations refines each pass' OT potentials from the pass before instead of annealing
+    # anew: the fitted field is that of the cold passes to within a small part of the motion.
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(blurs=(0.1, 0.03), smoothing=(0.1, 0.05), reach_factor=(3.0, 1.0), iterations=3, backend="torch")
+    cold = Finetune(**options).fit(pair.source, pair.target)
+    finetune = Finetune(**options, warm_iterations=[None, 5])
+    assert [m.warm for m in finetune.matchings] == [False, True]
+    warm = finetune.fit(pair.source, pair.target)
+    difference, motion = (warm.displacement - cold.displacement).norm(dim=1), pair.flow.norm(dim=1)
+    assert float(difference.median()) < 0.05 * float(motion.median())
+    with pytest.raises(ValueError, match="warm_iterations must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.03), warm_iterations=[3])
+
+
 def test_subsets_of_one_seed_are_nested(generator):
     # A finer scale's larger subset holds the coarser scale's points (the first ones of one random order).
     batch = torch.repeat_interleave(torch.arange(3), torch.tensor([50, 7, 30]))

@@ -13,6 +13,14 @@ match-and-smooth ``iterations``, each either one number for every scale or one p
 points of one random order per cloud), starting from u, the scales so far evaluated at those points;
 an OT solve costs about n_k^2 at coarse blurs, where few points resolve the blur.
 
+With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
+of a scale start from the OT potentials of the pass before and refine them by n Sinkhorn updates
+at the scale's blur (``robot_map``'s warm start) instead of annealing from the clouds' diameter.
+The points moved a little, so this converges further for less work: on the lung trees at 2 mm
+(8,192 points, reach = blur) 3 updates leave the confidences 0.5 % from the converged ones in
+0.6 s, where the annealed solve leaves them 28 % away in 1.9 s. Coarse scales with a long reach
+contract slowly (damping 0.9 at reach = 3 blur) and visit most pairs: keep them annealed.
+
 With ``debias``, the residual y_hat_j - z_j becomes y_hat_j - z_hat_j, where z_hat is the match of
 the warped source to itself (balanced OT at the same blur). An entropic match at blur s pulls each
 point toward the centroid of the cloud within about s (branch tips inward, bends toward their
@@ -142,6 +150,7 @@ class Finetune(RegistrationStep):
         rigid_layers: int = 1,
         num_points: int | None = None,
         interpolate_sigma: float | None = None,
+        warm_iterations=None,
         subset_seed: int = 0,
         backend: str = "auto",
         truncate: float | None = None,
@@ -167,11 +176,15 @@ class Finetune(RegistrationStep):
         self.num_points = per_scale("num_points", num_points, len(blurs), allow_none=True, integer=True)
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
+        warm = per_scale("warm_iterations", warm_iterations, len(blurs), allow_none=True, integer=True)
         self.matchings = torch.nn.ModuleList(
-            RobustMatching(b, r * b if r else None, scaling, backend, solver) for b, r in zip(blurs, reach_factors)
+            RobustMatching(b, r * b if r else None, scaling, backend, solver, w)
+            for b, r, w in zip(blurs, reach_factors, warm)
         )
         self.debiased = per_scale("debias", debias, len(blurs), flag=True)
-        self.self_matchings = torch.nn.ModuleList(RobustMatching(b, None, None, backend, solver) for b in blurs)
+        self.self_matchings = torch.nn.ModuleList(
+            RobustMatching(b, None, None, backend, solver, w) for b, w in zip(blurs, warm)
+        )
         self.smoothers = torch.nn.ModuleList(
             gaussian_average("smoothing", s, backend, truncate) for s in smoothings
         )
@@ -195,10 +208,13 @@ class Finetune(RegistrationStep):
             self_matching = self.self_matchings[k] if self.debiased[k] else None
             x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)
+            potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations)
             for _ in range(iterations):
                 warped = x + displacement
-                matched, confidence = matching(warped, y, bx, by, a_x, b_y)
-                own = warped if self_matching is None else self_matching(warped, warped, bx, bx, a_x, a_x)[0]
+                matched, confidence, potentials = matching.match(warped, y, bx, by, a_x, b_y, potentials)
+                own = warped
+                if self_matching is not None:
+                    own, _, self_potentials = self_matching.match(warped, warped, bx, bx, a_x, a_x, self_potentials)
                 residual = matched - own
                 step = smoother(warped, warped, residual, confidence, bx, bx)
                 fitted.scales.append((smoother, warped, residual, confidence, bx))

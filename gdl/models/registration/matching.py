@@ -40,18 +40,27 @@ def uniform_weights(n: int, batch: torch.Tensor | None, like: torch.Tensor) -> t
 
 class RobustMatching(torch.nn.Module):
     """``(y_hat, confidence) = matching(x, y, batch_x, batch_y)`` by robust OT at scale ``blur``
-    (``solver``: the GeomLoss solver of ``robot_map``)."""
+    (``solver``: the GeomLoss solver of ``robot_map``). With ``warm_iterations``, ``match`` also
+    takes and returns the OT potentials: a match of the same points a little moved refines them by
+    that many Sinkhorn updates at ``blur`` instead of solving anew."""
 
-    def __init__(self, blur: float, reach: float | None, scaling: float | None = None, backend: str = "auto", solver: str = "auto"):
+    def __init__(self, blur: float, reach: float | None, scaling: float | None = None, backend: str = "auto",
+                 solver: str = "auto", warm_iterations: int | None = None):
         super().__init__()
-        self.blur, self.reach = float(blur), reach
-        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, solver=solver, backend=backend)
+        self.blur, self.reach, self.warm = float(blur), reach, warm_iterations is not None
+        warm = {} if warm_iterations is None else {"warm_iterations": warm_iterations}
+        self.robot_map = gdl.ops.get("robot_map", blur=blur, reach=reach, scaling=scaling, solver=solver, backend=backend, **warm)
 
     def forward(self, x, y, batch_x=None, batch_y=None, a=None, b=None):
+        return self.match(x, y, batch_x, batch_y, a, b)[:2]
+
+    def match(self, x, y, batch_x=None, batch_y=None, a=None, b=None, start=None):
+        """``(y_hat, confidence, potentials)``; ``start``: the potentials of the previous match of
+        these points (used with ``warm_iterations``, ignored without)."""
         batch_pair(batch_x, batch_y, x.shape[0], y.shape[0])
         a = uniform_weights(x.shape[0], batch_x, x) if a is None else a
         b = uniform_weights(y.shape[0], batch_y, y) if b is None else b
-        return self.robot_map(x, y, a, b, batch_x, batch_y)
+        return self.robot_map.match(x, y, a, b, batch_x, batch_y, start if self.warm else None)
 
 
 def random_subset(batch: torch.Tensor | None, n: int, num_points: int | None, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""Sinkhorn iterations at the final temperature from given potentials (a warm start).
+
+GeomLoss anneals eps from the clouds' diameter down to blur^p on every call. When a cloud moves a
+little between calls (the passes of a fine-tuning), the potentials of the previous call are already
+close: a few iterations at eps = blur^p refine them. With the GeomLoss conventions (``ot_solver``),
+damping kappa = 1 / (1 + eps / rho) (1 when balanced), the symmetric updates are
+
+    f_i <- (f_i + F_i(g)) / 2,   g_j <- (g_j + G_j(f)) / 2,
+    F_i(g) = -kappa eps log sum_j b_j exp((g_j - C_ij) / eps),
+    G_j(f) = -kappa eps log sum_i a_i exp((f_i - C_ij) / eps),
+
+then one last update f = F(g), g = G(f). Unbalanced updates contract by kappa (1/2 at reach = blur).
+
+Each log-sum-exp only visits the pairs that can matter: with S = max_i f_i / kappa + max_j g_j
+(and symmetrically), a pair with C_ij > max(S, 0) + T eps (T = ``LOG_CUTOFF``) adds less than e^-T
+of the largest term a converged row can hold, so both windows (block-sparse over voxels,
+:mod:`gdl.ops.core.locality`) are cut there, from the starting potentials plus a margin of
+``MARGIN`` eps for their change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gdl.ops.core.batching import batch_pair
+from gdl.ops.core.kernels import any_sqrt, safe_log
+from gdl.ops.core.window import sqnorm, window
+
+LOG_CUTOFF = 20.0
+MARGIN = 5.0
+
+
+def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int, backend: str = "keops"):
+    """(f, g) after ``iterations`` symmetric Sinkhorn updates and a last one, at eps = blur^p
+    (``backend``: "keops" or "torch", the windows' reductions)."""
+    eps = params.eps
+    kappa = 1.0 if params.balanced else 1.0 / (1.0 + eps / params.reach**params.p)
+    x, y, a, b = measures.x, measures.y, measures.a, measures.b
+    f_max, g_max = float(f.detach().max()), float(g.detach().max())
+    bound = max(f_max / kappa + g_max, f_max + g_max / kappa, 0.0)
+    cutoff = cost_to_distance(bound + (LOG_CUTOFF + MARGIN) * eps, params.p)
+    pair_yx = batch_pair(batch_y, batch_x, y.shape[0], x.shape[0], "batch_y", "batch_x")
+    rows_x = window(x, y, measures.pair, batch_x, batch_y, backend, truncate=cutoff)
+    rows_y = window(y, x, pair_yx, batch_y, batch_x, backend, truncate=cutoff)
+    log_a, log_b = safe_log(a), safe_log(b)
+
+    def softmin(win, points, others, log_weights, potential):
+        """-kappa eps log sum_j w_j exp((potential_j - C_ij) / eps) over the window of each point."""
+        h = (log_weights + potential / eps)[:, None].contiguous()
+
+        def log_sum(win):
+            sums, shift = win.softmax(lambda p_i, q_j, h_j: h_j - cost(p_i, q_j, params.p) / eps, i=[points], j=[others, h])
+            return shift + sums.log()
+
+        return -kappa * eps * win.evaluate(log_sum)[:, 0]
+
+    for _ in range(iterations):
+        f, g = (f + softmin(rows_x, x, y, log_b, g)) / 2, (g + softmin(rows_y, y, x, log_a, f)) / 2
+    f = softmin(rows_x, x, y, log_b, g)
+    return f, softmin(rows_y, y, x, log_a, f)
+
+
+def cost(p_i, q_j, p: int):
+    """C(x, y): |x - y|^2 / 2 for p = 2, |x - y| for p = 1."""
+    sqdist = sqnorm(p_i - q_j)
+    return sqdist / 2 if p == 2 else any_sqrt(sqdist)
+
+
+def cost_to_distance(value: float, p: int) -> float:
+    """The distance at which C reaches ``value``."""
+    return (2 * value) ** 0.5 if p == 2 else value
