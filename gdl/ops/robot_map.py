@@ -38,9 +38,9 @@ class RobotMap(Operator):
     G = max_j g_j, P_ij / (a_i b_j) <= exp((F + G - C_ij) / eps), so the pairs with
     C_ij > max(F + G, 0) + T eps (T = ``PLAN_LOG_CUTOFF`` = 20) hold P_ij < e^-T a_i b_j: dropping
     them changes each confidence by less than e^-T (2e-9) and each y_hat by less than e^-T times the
-    cloud's extent over the confidence. The window (a distance, e.g. 7.7 blur for matched clouds at
+    cloud's extent over the confidence. The window (a distance, e.g. 6.3 blur where F + G <= 0 at
     p = 2) is block-sparse over voxels (:mod:`gdl.ops.core.locality`); on a tree of 8,192 points at
-    a blur of 1/100 of its extent it costs 0.2 s instead of 3.1 s on a CPU thread.
+    a blur of 1/100 of its extent it costs about 0.1 s instead of 3.1 s on a CPU thread.
 
     Defaults: ``blur=0.01`` (a sharp matching for clouds of unit size) and ``scaling=0.9``: GeomLoss
     runs one Sinkhorn iteration per epsilon-scaling step, and a plan needs more convergence than a

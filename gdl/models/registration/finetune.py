@@ -52,8 +52,8 @@ w_s = u_s - u0_s, reaches every point q by one Gaussian average of width tau,
 
     u(q) = u0(q) + sum_s k(q, x_s) w_s / sum_s k(q, x_s),
 
-one sum over the fitted points instead of one per pass (the 60k-point lung trees: 2 s instead of
-4 min); None: every point follows the passes exactly as the fitted points did.
+one sum over the fitted points instead of one per pass (the 60k-point lung trees, tau 5 mm: 0.1 s
+instead of 4 min); None: every point follows the passes exactly as the fitted points did.
 
 With ``truncate`` = t (None: exact), every Gaussian average only sums over the points within t
 widths (a dropped weight is below exp(-t^2 / 2) of the peak; rows with no point in their window
