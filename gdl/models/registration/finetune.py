@@ -150,7 +150,7 @@ class Finetune(RegistrationStep):
         rigid_layers: int = 1,
         num_points: int | None = None,
         interpolate_sigma: float | None = None,
-        warm_iterations=None,
+        warm_iterations: int | Sequence[int | None] | None = None,
         subset_seed: int = 0,
         backend: str = "auto",
         truncate: float | None = None,

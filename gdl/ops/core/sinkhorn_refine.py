@@ -20,8 +20,6 @@ of the largest term a converged row can hold, so both windows (block-sparse over
 
 from __future__ import annotations
 
-import torch
-
 from gdl.ops.core.batching import batch_pair
 from gdl.ops.core.kernels import any_sqrt, safe_log
 from gdl.ops.core.window import sqnorm, window
