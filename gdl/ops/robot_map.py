@@ -10,12 +10,10 @@ from gdl.ops.core.base import Operator, row_chunks
 from gdl.ops.core.checks import check_choice, check_positive
 from gdl.ops.core.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
 from gdl.ops.core.registry import register
-from gdl.ops.core.sinkhorn_refine import cost, cost_to_distance, refine_potentials
+from gdl.ops.core.sinkhorn_refine import log_weighted_sums, plan_cutoff, refine_potentials
 from gdl.ops.core.window import window
 
 MODES = ("soft", "hard")
-# The soft KeOps matching sums the plan over the pairs with P_ij >= exp(-PLAN_LOG_CUTOFF) a_i b_j only.
-PLAN_LOG_CUTOFF = 20.0
 
 
 @register("robot_map")
@@ -36,7 +34,7 @@ class RobotMap(Operator):
 
     The soft KeOps matching only visits the pairs that can carry mass. With F = max_i f_i and
     G = max_j g_j, P_ij / (a_i b_j) <= exp((F + G - C_ij) / eps), so the pairs with
-    C_ij > max(F + G, 0) + T eps (T = ``PLAN_LOG_CUTOFF`` = 20) hold P_ij < e^-T a_i b_j: dropping
+    C_ij > max(F + G, 0) + T eps (T = ``sinkhorn_refine.LOG_CUTOFF`` = 20) hold P_ij < e^-T a_i b_j: dropping
     them changes each confidence by less than e^-T (2e-9) and each y_hat by less than e^-T times the
     cloud's extent over the confidence. The window (a distance, e.g. 6.3 blur where F + G <= 0 at
     p = 2) is block-sparse over voxels (:mod:`gdl.ops.core.locality`); on a tree of 8,192 points at
@@ -82,7 +80,7 @@ class RobotMap(Operator):
         elif self.mode == "hard":
             y_hat, log_mass = self._keops_hard(x, y, h, measures)
         else:
-            y_hat, log_mass = self._keops_soft(x, y, h, measures, batch_x, batch_y, self._cutoff(f, g))
+            y_hat, log_mass = self._keops_soft(x, y, h, measures, batch_x, batch_y, plan_cutoff(f, g, self.params))
         return y_hat, (f / self.params.eps + log_mass).exp(), (f, g)
 
     @staticmethod
@@ -95,26 +93,17 @@ class RobotMap(Operator):
             )
         return f.detach(), g.detach()
 
-    def _cutoff(self, f, g) -> float:
-        """The distance beyond which every pair holds P_ij < e^-T a_i b_j (see the class docstring)."""
-        bound = max(float(f.detach().max()) + float(g.detach().max()), 0.0) + PLAN_LOG_CUTOFF * self.params.eps
-        return cost_to_distance(bound, self.params.p)
-
     def _keops_soft(self, x, y, h, measures, batch_x, batch_y, cutoff):
         """(y_hat, log sum_j b_j exp((g_j - C_ij) / eps)) over the pairs closer than ``cutoff``."""
         win = window(x, y, measures.pair, batch_x, batch_y, "keops", truncate=cutoff)
         values = torch.cat([y, torch.ones_like(y[:, :1])], 1).contiguous()
 
         def average(win):
-            sums, shift = win.softmax(self._log_weight, i=[x], j=[y, h[:, None]], values=values)
+            sums, shift = log_weighted_sums(win, x, y, h, self.params, values)
             return torch.cat([sums[:, :-1] / sums[:, -1:], shift + sums[:, -1:].log()], 1)
 
         out = win.evaluate(average)
         return out[:, :-1], out[:, -1]
-
-    def _log_weight(self, x_i, y_j, h_j):
-        """log P_ij / a_i - f_i / eps = h_j - C_ij / eps."""
-        return h_j - cost(x_i, y_j, self.params.p) / self.params.eps
 
     def _keops_hard(self, x, y, h, measures):
         LazyTensor = import_pykeops().LazyTensor

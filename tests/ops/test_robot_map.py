@@ -10,6 +10,7 @@ import torch
 
 import gdl.ops
 import gdl.ops.robot_map as robot_map_module
+from gdl.ops.core import sinkhorn_refine
 
 SOLVERS = ["tensorized", "online"]  # the dense plan and the symbolic KeOps plan
 
@@ -135,7 +136,7 @@ def test_soft_keops_match_sums_only_the_pairs_that_carry_mass(generator, monkeyp
     monkeypatch.setattr(robot_map_module, "window", recorded)
     op = gdl.ops.get("robot_map", blur=0.005, reach=0.01, scaling=0.7, solver="online")
     y_hat, confidence = op(x, y)
-    monkeypatch.setattr(robot_map_module, "PLAN_LOG_CUTOFF", 1e6)  # a window holding every pair
+    monkeypatch.setattr(sinkhorn_refine, "LOG_CUTOFF", 1e6)  # a window holding every pair
     exact_y_hat, exact_confidence = op(x, y)
     assert [w.truncated for w in windows] == [True, False]
     assert windows[0].local.cutoff < 0.1

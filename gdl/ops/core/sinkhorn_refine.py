@@ -34,9 +34,7 @@ def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int,
     eps = params.eps
     kappa = 1.0 if params.balanced else 1.0 / (1.0 + eps / params.reach**params.p)
     x, y, a, b = measures.x, measures.y, measures.a, measures.b
-    f_max, g_max = float(f.detach().max()), float(g.detach().max())
-    bound = max(f_max / kappa + g_max, f_max + g_max / kappa, 0.0)
-    cutoff = cost_to_distance(bound + (LOG_CUTOFF + MARGIN) * eps, params.p)
+    cutoff = plan_cutoff(f, g, params, kappa, MARGIN)
     pair_yx = batch_pair(batch_y, batch_x, y.shape[0], x.shape[0], "batch_y", "batch_x")
     rows_x = window(x, y, measures.pair, batch_x, batch_y, backend, truncate=cutoff)
     rows_y = window(y, x, pair_yx, batch_y, batch_x, backend, truncate=cutoff)
@@ -44,10 +42,10 @@ def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int,
 
     def softmin(win, points, others, log_weights, potential):
         """-kappa eps log sum_j w_j exp((potential_j - C_ij) / eps) over the window of each point."""
-        h = (log_weights + potential / eps)[:, None].contiguous()
+        h = log_weights + potential / eps
 
         def log_sum(win):
-            sums, shift = win.softmax(lambda p_i, q_j, h_j: h_j - cost(p_i, q_j, params.p) / eps, i=[points], j=[others, h])
+            sums, shift = log_weighted_sums(win, points, others, h, params)
             return shift + sums.log()
 
         return -kappa * eps * win.evaluate(log_sum)[:, 0]
@@ -56,6 +54,24 @@ def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int,
         f, g = (f + softmin(rows_x, x, y, log_b, g)) / 2, (g + softmin(rows_y, y, x, log_a, f)) / 2
     f = softmin(rows_x, x, y, log_b, g)
     return f, softmin(rows_y, y, x, log_a, f)
+
+
+def plan_cutoff(f, g, params, kappa: float = 1.0, margin: float = 0.0) -> float:
+    """The distance beyond which every pair holds P_ij < e^-(T + margin) a_i b_j, T = ``LOG_CUTOFF``:
+    C_ij > max(F / kappa + G, F + G / kappa, 0) + (T + margin) eps, F = max_i f_i, G = max_j g_j."""
+    f_max, g_max = float(f.detach().max()), float(g.detach().max())
+    bound = max(f_max / kappa + g_max, f_max + g_max / kappa, 0.0)
+    return cost_to_distance(bound + (LOG_CUTOFF + margin) * params.eps, params.p)
+
+
+def log_weighted_sums(win, points, others, h, params, values=None):
+    """``win.softmax`` of u_ij = h_j - C(points_i, others_j) / eps: (sums of exp(u_ij - shift_i)
+    [values_j], shift_i) over the window of each point."""
+
+    def term(p_i, q_j, h_j):
+        return h_j - cost(p_i, q_j, params.p) / params.eps
+
+    return win.softmax(term, i=[points], j=[others, h[:, None].contiguous()], values=values)
 
 
 def cost(p_i, q_j, p: int):
