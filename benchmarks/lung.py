@@ -11,11 +11,14 @@ clouds' own coordinates (``--landmark-format xyz``), or DirLab voxel indices (``
 the case name or ``--spacing``, ``--origin-mm`` the origin of the clouds' frame in mm); ``--unit-mm``
 mm per cloud unit (100 for the normalised trees). The source landmarks are moved as
 ``python -m gdl.cli.register --query`` moves them (``RegistrationResult.warp``) after each step; the
-TRE (mean, median, 90th percentile, count over 10 mm, worst landmark) is printed and written to the
-JSON before registration and after each step, with every landmark's error, and ``<json stem>_landmarks.png``
-beside the JSON shows the errors on the tree and against the distance moved. Synthetic pairs deform
-the expiration tree; seeds 0-99 are for tuning, 100 and above are held out (``--synthetic-seeds ""``:
-none). Trailing overrides change the ``lung`` config; ``key=a,b`` choices run one benchmark per combination.
+TRE (mean, median, 90th percentile, count over 10 mm, count worse than before registration, worst
+landmark) is printed and written to the JSON before registration and after each step, with every
+landmark's error, and ``<json stem>_landmarks.png`` beside the JSON shows the errors on the tree and
+against the distance moved. Synthetic pairs deform the expiration tree; seeds 0-99 are for tuning,
+100 and above are held out (``--synthetic-seeds ""``: none). Trailing overrides change the ``lung``
+config; ``key=a,b`` choices run one benchmark per combination (``<json stem>_<k>.json``) and, with
+landmarks, a table of their final TRE (``<json stem>_sweep.json``):
+``registration.finetune.subset_seed=0,1,2,3,4`` shows how much a preset depends on its random draws.
 """
 
 from __future__ import annotations
@@ -93,11 +96,35 @@ def main(argv=None):
         if landmarks[0].shape != landmarks[1].shape:
             raise SystemExit(f"error: the landmark files hold {len(landmarks[0])} and {len(landmarks[1])} points: they must correspond")
     runs = sweep(args.overrides)
+    results = []
     for number, overrides in enumerate(runs):
         out = Path(args.json)
         if len(runs) > 1:
             out = out.with_name(f"{out.stem}_{number}{out.suffix}")
-        run(args, overrides, landmarks, out)
+        results.append(run(args, overrides, landmarks, out))
+    if len(runs) > 1 and landmarks is not None and not args.skip_real:
+        sweep_summary(results, Path(args.json))
+
+
+def sweep_summary(results: list[dict], out: Path):
+    """One row per run of a sweep (e.g. ``registration.finetune.subset_seed=0,1,2,3,4``): the final
+    TRE (mean, median, 90th percentile, over 10 mm, worse than before) and seconds, then the mean TRE's
+    mean, min and max over the runs, printed and written to ``<json stem>_sweep.json``."""
+    rows = []
+    print("  sweep: final TRE per run (mm)")
+    for result in results:
+        stats = list(result["real"]["tre_mm"].values())[-1]
+        row = {"overrides": result["overrides"], **{key: stats[key] for key in ("mean", "median", "p90", "over_10mm", "worse_than_before")},
+               "seconds": sum(result["real"]["seconds"].values())}
+        rows.append(row)
+        print(f"    {' '.join(row['overrides']) or '(preset)':<50} mean {row['mean']:6.2f}, median {row['median']:6.2f}, "
+              f"90% {row['p90']:6.2f}, over 10 mm {row['over_10mm']:3d}, worse than before {row['worse_than_before']:3d}, {row['seconds']:.0f} s")
+    means = [row["mean"] for row in rows]
+    summary = {"runs": rows, "mean_tre_mm": float(np.mean(means)), "min_mean_tre_mm": min(means), "max_mean_tre_mm": max(means)}
+    print(f"  sweep: mean TRE {summary['mean_tre_mm']:.2f} mm over {len(rows)} runs (from {min(means):.2f} to {max(means):.2f})")
+    path = out.with_name(f"{out.stem}_sweep{out.suffix}")
+    path.write_text(json.dumps(summary, indent=2))
+    print(f"wrote {path}")
 
 
 def landmark_report(registration, landmarks, tree, args, out: Path) -> dict:
@@ -110,10 +137,13 @@ def landmark_report(registration, landmarks, tree, args, out: Path) -> dict:
         for k, step in enumerate(registration.steps, start=1):
             warped[f"after {step}"] = registration.warp(moving, steps=k).cpu().numpy()
     errors = {stage: landmark_errors_mm(points, target, args.unit_mm) for stage, points in warped.items()}
-    statistics = {stage: tre_statistics_mm(points, target, args.unit_mm) for stage, points in warped.items()}
+    statistics = {
+        stage: tre_statistics_mm(points, target, args.unit_mm, None if stage == "before" else source) for stage, points in warped.items()
+    }
     for stage, stats in statistics.items():
+        worse = "" if stage == "before" else f", worse than before {stats['worse_than_before']:3d}"
         print(f"  TRE {stage:>15}: mean {stats['mean']:6.2f} mm, median {stats['median']:6.2f}, 90% {stats['p90']:6.2f}, "
-              f"over 10 mm {stats['over_10mm']:3d}/{stats['count']}, worst {stats['max']:6.2f} (landmark {stats['worst']})")
+              f"over 10 mm {stats['over_10mm']:3d}/{stats['count']}{worse}, worst {stats['max']:6.2f} (landmark {stats['worst']})")
     picture = plot_landmark_errors(
         tree, target, {stage.removeprefix("after "): e for stage, e in errors.items()}, out.with_name(f"{out.stem}_landmarks.png"),
         unit_mm=args.unit_mm, title=f"{args.case}, preset {args.preset}: {len(target)} landmarks",
@@ -122,7 +152,7 @@ def landmark_report(registration, landmarks, tree, args, out: Path) -> dict:
     return {"tre_mm": statistics, "landmark_errors_mm": {stage: e.round(3).tolist() for stage, e in errors.items()}}
 
 
-def run(args, overrides, landmarks, out: Path):
+def run(args, overrides, landmarks, out: Path) -> dict:
     device = torch.device(args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     n = None if args.points == "all" else int(args.points)
@@ -199,6 +229,7 @@ def run(args, overrides, landmarks, out: Path):
         print(f"  synthetic mean error {result['mean_synthetic_error_mm']:.2f} mm over {len(synthetic)} pairs")
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

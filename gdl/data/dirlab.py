@@ -147,12 +147,16 @@ def landmark_errors_mm(warped, target, unit_mm: float = 1.0) -> np.ndarray:
     return np.linalg.norm(warped - target, axis=1) * unit_mm
 
 
-def tre_statistics_mm(warped, target, unit_mm: float = 1.0) -> dict:
+def tre_statistics_mm(warped, target, unit_mm: float = 1.0, before=None) -> dict:
     """TRE statistics over landmarks (L, 3), errors e_i = |warped_i - target_i| * unit_mm: mean,
     median, 90th percentile (linear interpolation), max, the landmark of the max (``worst``, a row
-    index) and ``over_10mm``, the count of e_i > 10 mm."""
+    index) and ``over_10mm``, the count of e_i > 10 mm; given the landmarks ``before`` registration,
+    also ``worse_than_before``, the count of e_i > |before_i - target_i| * unit_mm."""
     errors = landmark_errors_mm(warped, target, unit_mm)
-    return {
+    statistics = {
         "mean": float(errors.mean()), "median": float(np.median(errors)), "p90": float(np.percentile(errors, 90)),
         "max": float(errors.max()), "worst": int(errors.argmax()), "over_10mm": int((errors > 10.0).sum()), "count": len(errors),
     }
+    if before is not None:
+        statistics["worse_than_before"] = int((errors > landmark_errors_mm(before, target, unit_mm)).sum())
+    return statistics

@@ -44,6 +44,9 @@ def test_tre_statistics_match_a_hand_computation():
     np.testing.assert_allclose(landmark_errors_mm(warped, target, unit_mm=100.0), [5.0, 12.0, 1.0, 20.0], atol=1e-9)
     stats = tre_statistics_mm(warped, target, unit_mm=100.0)
     assert stats == pytest.approx({"mean": 9.5, "median": 8.5, "p90": 17.6, "max": 20.0, "worst": 3, "over_10mm": 2, "count": 4})
+    # before registration: errors 6, 12, 0.5, 30 mm: landmark 0 improved, 1 tied (not worse), 2 worse, 3 improved
+    before = np.array([[0.06, 0.0, 0.0], [0.0, 0.12, 0.0], [0.0, 0.0, 0.005], [0.3, 0.0, 0.0]]) + 1.0
+    assert tre_statistics_mm(warped, target, unit_mm=100.0, before=before)["worse_than_before"] == 1
     with pytest.raises(ValueError, match="must both have shape"):
         tre_statistics_mm(warped[:3], target)
 
@@ -159,17 +162,25 @@ def test_lung_benchmark_reports_landmark_errors_after_each_step(tmp_path):
     done = subprocess.run(
         [sys.executable, "benchmarks/lung.py", "--data", str(tmp_path), "--steps", "prealign", "--device", "cpu",
          "--landmarks", str(tmp_path / "source.txt"), str(tmp_path / "target.txt"), "--synthetic-seeds", "",
-         "--ot-points", "200", "--json", str(out), "registration.prealign.num_points=300"],
+         "--ot-points", "200", "--json", str(out), "registration.prealign.num_points=300", "registration.prealign.subset_seed=0,1"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "over 10 mm   0/15" in done.stdout, done.stdout
-    real = json.loads(out.read_text())["real"]
-    assert list(real["tre_mm"]) == ["before", "after prealign"]
-    assert real["tre_mm"]["before"]["mean"] == pytest.approx(float(np.linalg.norm(shift)) * 100, rel=1e-5)
-    assert real["tre_mm"]["after prealign"]["mean"] < 1.0
-    assert len(real["landmark_errors_mm"]["after prealign"]) == 15
-    assert (out.parent / "lung_landmarks.png").stat().st_size > 10_000
+    assert "over 10 mm   0/15, worse than before   0" in done.stdout, done.stdout
+    runs = [json.loads((out.parent / f"lung_{k}.json").read_text()) for k in (0, 1)]  # one per subset seed
+    assert [r["overrides"][-1] for r in runs] == ["registration.prealign.subset_seed=0", "registration.prealign.subset_seed=1"]
+    for k, result in enumerate(runs):
+        real = result["real"]
+        assert list(real["tre_mm"]) == ["before", "after prealign"]
+        assert real["tre_mm"]["before"]["mean"] == pytest.approx(float(np.linalg.norm(shift)) * 100, rel=1e-5)
+        assert real["tre_mm"]["after prealign"]["mean"] < 1.0
+        assert len(real["landmark_errors_mm"]["after prealign"]) == 15
+        assert (out.parent / f"lung_{k}_landmarks.png").stat().st_size > 10_000
+    sweep = json.loads((out.parent / "lung_sweep.json").read_text())
+    means = [r["real"]["tre_mm"]["after prealign"]["mean"] for r in runs]
+    assert [row["mean"] for row in sweep["runs"]] == means
+    assert sweep["mean_tre_mm"] == pytest.approx(np.mean(means)) and sweep["max_mean_tre_mm"] == max(means)
+    assert "sweep: mean TRE" in done.stdout
 
 
 @pytest.mark.parametrize("apex", ["max", "min"])
