@@ -72,7 +72,7 @@ def read_landmarks(path) -> np.ndarray:
             raise ValueError(f"{path}, line {number}: voxel indices are 1-based, got {values}")
         rows.append(values)
     if not rows:
-        raise ValueError(f"{path}: the file holds no {what}")
+        raise ValueError(f"{path}: the file holds no landmark")
     return np.array(rows, dtype=np.float64)
 
 

@@ -341,6 +341,25 @@ def test_warm_started_passes_fit_as_passes_solved_anew(bunny, generator):
         Finetune(blurs=(0.1, 0.03), warm_iterations=[3])
 
 
+def test_an_over_relaxed_pass_steps_a_multiple_of_the_smoothed_residual(bunny, generator):
+    # one pass from the identity: u = omega v with v the smoothed residual, the same matches either way
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(blurs=(0.1, 0.03), smoothing=(0.1, 0.05), reach_factor=3.0, iterations=(1, 1), backend="torch")
+    coarse = dict(options, blurs=(0.1,), smoothing=0.1, iterations=1)
+    plain, relaxed = Finetune(**coarse)(pair.source, pair.target), Finetune(**coarse, relaxation=2.0)(pair.source, pair.target)
+    torch.testing.assert_close(relaxed, 2 * plain)
+    # per scale: the second scale's step is scaled, the first is not
+    per_scale = Finetune(**options, relaxation=[1.0, 3.0]).fit(pair.source, pair.target)
+    first = Finetune(**coarse)(pair.source, pair.target)
+    second = Finetune(**dict(coarse, blurs=(0.03,), smoothing=0.05))(pair.source, pair.target, initial=first)
+    torch.testing.assert_close(per_scale.displacement, first + 3 * (second - first))
+    with pytest.raises(ValueError, match="relaxation must be a positive number"):
+        Finetune(relaxation=0.0)
+    with pytest.raises(ValueError, match="relaxation must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.03), relaxation=[1.0])
+
+
 def test_subsets_of_one_seed_are_nested(generator):
     # A finer scale's larger subset holds the coarser scale's points (the first ones of one random order).
     batch = torch.repeat_interleave(torch.arange(3), torch.tensor([50, 7, 30]))

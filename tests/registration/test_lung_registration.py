@@ -75,6 +75,9 @@ def test_bad_landmark_files_and_options_say_what_is_wrong(tmp_path):
         landmark_points(_written(tmp_path / "lungA_landmarks.txt", "1 1 1\n"), format="dirlab")
     with pytest.raises(FileNotFoundError, match="landmark file not found"):
         landmark_points(tmp_path / "missing.txt")
+    for format in ("dirlab", "xyz"):
+        with pytest.raises(ValueError, match="the file holds no landmark"):
+            landmark_points(_written(tmp_path / "copd1_empty.txt", "\n"), format=format)
 
 
 def _written(path, text):

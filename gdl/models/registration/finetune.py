@@ -13,6 +13,11 @@ match-and-smooth ``iterations``, each either one number for every scale or one p
 points of one random order per cloud), starting from u, the scales so far evaluated at those points;
 an OT solve costs about n_k^2 at coarse blurs, where few points resolve the blur.
 
+With ``relaxation`` = omega (one number or one per scale; 1 by default), each pass steps
+u <- u + omega v: over-relaxed passes (omega > 1) carry the matches into the regions that lag in
+fewer passes (the lung preset's 40 mm-smoothed 2 mm passes: 50 at omega = 2 end where 100 at
+omega = 1 do).
+
 With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
 of a scale start from the OT potentials of the pass before and refine them by n Sinkhorn updates
 at the scale's blur (``robot_map``'s warm start) instead of annealing from the clouds' diameter.
@@ -156,6 +161,7 @@ class Finetune(RegistrationStep):
         truncate: float | None = None,
         debias: bool | Sequence[bool] = False,
         solver: str = "auto",
+        relaxation: float | Sequence[float] = 1.0,
     ):
         super().__init__()
         self.subset_seed = check_seed("subset_seed", subset_seed)
@@ -176,6 +182,7 @@ class Finetune(RegistrationStep):
         self.num_points = per_scale("num_points", num_points, len(blurs), allow_none=True, integer=True)
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
+        self.relaxations = per_scale("relaxation", relaxation, len(blurs))
         warm = per_scale("warm_iterations", warm_iterations, len(blurs), allow_none=True, integer=True)
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, r * b if r else None, scaling, backend, solver, w)
@@ -215,7 +222,7 @@ class Finetune(RegistrationStep):
                 own = warped
                 if self_matching is not None:
                     own, _, self_potentials = self_matching.match(warped, warped, bx, bx, a_x, a_x, self_potentials)
-                residual = matched - own
+                residual = self.relaxations[k] * (matched - own)
                 step = smoother(warped, warped, residual, confidence, bx, bx)
                 fitted.scales.append((smoother, warped, residual, confidence, bx))
                 displacement = displacement + step
