@@ -16,7 +16,7 @@ an OT solve costs about n_k^2 at coarse blurs, where few points resolve the blur
 With ``relaxation`` = omega (one number or one per scale; 1 by default), each pass steps
 u <- u + omega v: over-relaxed passes (omega > 1) carry the matches into the regions that lag in
 fewer passes (the lung preset's 40 mm-smoothed 2 mm passes: 50 at omega = 2 end where 100 at
-omega = 1 do).
+omega = 1 do, and 100 at omega = 2 go further).
 
 With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
 of a scale start from the OT potentials of the pass before and refine them by n Sinkhorn updates
