@@ -7,6 +7,7 @@ import torch
 from gdl.ops.core.base import Operator
 from gdl.ops.core.checks import check_batch, check_points, check_positive, check_values
 from gdl.ops.core.registry import register
+from gdl.ops.core.voxels import voxel_index
 
 
 @register("grid_subsample")
@@ -14,7 +15,7 @@ class GridSubsample(Operator):
     r"""One point per occupied voxel: the mean of the points (and features) of each voxel.
 
     Voxels are the cells prod_d [k_d v, (k_d + 1) v) of a grid of side v = ``voxel_size`` anchored at
-    the origin, separately for each batch item (items are never mixed). Returns
+    the origin, separately for each batch item (items are never mixed; :mod:`gdl.ops.core.voxels`). Returns
     ``(x_sub, batch_sub, features_sub)`` sorted by item, then by voxel index;
     ``batch_sub`` (``features_sub``) is None when ``batch`` (``features``) is None. The means are
     differentiable in x and features.
@@ -34,16 +35,7 @@ class GridSubsample(Operator):
         check_points("x", x)
         check_batch("batch", batch, x.shape[0], x.device)
         feats = None if features is None else check_values("features", features, x.shape[0], x)
-        cells = torch.floor(x.detach() / self.voxel_size)
-        if not bool((cells.abs() < 2**62).all()):
-            raise ValueError(
-                f"voxel_size={self.voxel_size} is too small for coordinates of magnitude "
-                f"{float(x.abs().max()):.3g}"
-            )
-        keys = cells.long()
-        if batch is not None:
-            keys = torch.cat([batch[:, None], keys], dim=1)
-        voxels, voxel_of = torch.unique(keys, dim=0, return_inverse=True)
+        voxels, voxel_of = voxel_index(x, self.voxel_size, batch)
         counts = torch.bincount(voxel_of, minlength=voxels.shape[0]).to(x.dtype)[:, None]
 
         def voxel_mean(values):

@@ -8,10 +8,11 @@ import torch
 
 from gdl.ops.core.base import Operator
 from gdl.ops.core.batching import batch_pair, require_nonempty_targets
-from gdl.ops.core.checks import check_batch, check_pair, check_points, check_values
+from gdl.ops.core.checks import check_batch, check_pair, check_points, check_positive, check_values
 from gdl.ops.core.kernels import LOG_ZERO, any_sqrt, check_kernel, check_sigmas, radial_kernel, safe_log
 from gdl.ops.core.locality import check_truncate
 from gdl.ops.core.registry import register
+from gdl.ops.core.voxels import pool_weighted
 from gdl.ops.core.window import sqnorm, window
 
 LOG_DOMAIN_KERNELS = ("gaussian", "laplacian")
@@ -66,19 +67,33 @@ class NadarayaWatson(Operator):
     The window is the set of pairs closer than c on the torch backend, and the voxel blocks
     visited on the KeOps backend (which may reach a little beyond c). Where the clouds fit within
     c, the plain exact reduction runs.
+
+    ``pool`` = h (None: no pooling) first pools the source points per voxel V of side h
+    (:mod:`gdl.ops.core.voxels`): the voxel's weight W_V = sum_{j in V} w_j, its point y_V and value
+    v_V the w-weighted means over V, and the average runs over the voxels,
+    sum_V W_V k(x_i, y_V) v_V / sum_V W_V k(x_i, y_V) (the binned estimator). It takes k(x_i, y_j) as
+    k(x_i, y_V) for |y_j - y_V| <= sqrt(D) h: for the gaussian, log k moves by at most
+    |y_j - y_V| (|x_i - y_V| + |y_j - y_V| / 2) / sigma^2, so that h = sigma / 2 about averages the
+    values over each voxel before smoothing (on an OT residual over 8,192 lung-vessel points,
+    sigma = 40 mm: 4 % of the exact average's size at h = sigma / 4, 11 % at sigma / 2, where the
+    sum runs over 8.5 times fewer points). Wide kernels over dense clouds gain the most.
     """
 
-    def __init__(self, kernel: str = "gaussian", sigma=1.0, backend: str = "auto", truncate: float | None = None):
+    def __init__(
+        self, kernel: str = "gaussian", sigma=1.0, backend: str = "auto", truncate: float | None = None, pool: float | None = None
+    ):
         super().__init__(backend)
         self.kernel = check_kernel(kernel)
         if self.kernel == "energy":
             raise ValueError("kernel='energy' takes negative values: nadaraya_watson needs a positive kernel")
         self.sigmas = check_sigmas(sigma)
         self.truncate = check_truncate(truncate)
+        self.pool = None if pool is None else float(check_positive("pool", pool))
 
     def extra_repr(self) -> str:
         return (
-            f"kernel={self.kernel!r}, sigma={list(self.sigmas)}, truncate={self.truncate}, " + super().extra_repr()
+            f"kernel={self.kernel!r}, sigma={list(self.sigmas)}, truncate={self.truncate}, pool={self.pool}, "
+            + super().extra_repr()
         )
 
     def forward(self, x_query, x_src, values, weights=None, batch_query=None, batch_src=None):
@@ -104,6 +119,10 @@ class NadarayaWatson(Operator):
             for b, _, sy in pair.item_slices():
                 if pair.counts_x[b] > 0 and not bool((w[sy] > 0).any()):
                     raise ValueError(f"weights are all zero in batch item {b}")
+        if self.pool is not None:
+            x_src, v, pooled_weights, batch_src = pool_weighted(x_src, v, w[:, 0], self.pool, batch_src)
+            w = pooled_weights[:, None]
+            pair = batch_pair(batch_query, batch_src, x_query.shape[0], x_src.shape[0], "batch_query", "batch_src")
         if self.kernel in LOG_DOMAIN_KERNELS:
             # Weights join the exponent: sum_j exp(log w_j + log k_ij - shift_i) [v_j, 1].
             log_w = safe_log(w)

@@ -1,5 +1,8 @@
 """nadaraya_watson against the dense float64 ratio of kernel sums."""
 
+import math
+from collections import defaultdict
+
 import pytest
 import torch
 
@@ -83,6 +86,70 @@ def test_multiscale_sum_matches_reference(generator):
     torch.testing.assert_close(out, (k @ values) / k.sum(1, keepdim=True))
 
 
+def pooled_reference(xq, xs, values, weights, sigma, voxel, batch_q, batch_s):
+    """The gaussian average over per-voxel sources, pooled by a plain Python grouping: weight sum,
+    weighted mean point and value (plain means in a voxel of zero weight), same item only."""
+    groups = defaultdict(list)
+    for j, (p, b) in enumerate(zip(xs.tolist(), batch_s.tolist())):
+        groups[(b, *[math.floor(c / voxel) for c in p])].append(j)
+    rows = []
+    for i, b in enumerate(batch_q.tolist()):
+        numerator, denominator = 0, 0
+        for key, members in groups.items():
+            if key[0] != b:
+                continue
+            w = weights[members]
+            mass = w.sum()
+            mean_weights = w if mass > 0 else torch.ones_like(w)
+            point = (mean_weights[:, None] * xs[members]).sum(0) / mean_weights.sum()
+            value = (mean_weights[:, None] * values[members]).sum(0) / mean_weights.sum()
+            k = mass * torch.exp(-((xq[i] - point) ** 2).sum() / (2 * sigma**2))
+            numerator, denominator = numerator + k * value, denominator + k
+        rows.append(numerator / denominator)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+def test_pooled_sources_match_a_python_grouping(generator, backend):
+    sizes_q, sizes_s = [10, 15], [60, 50]
+    xq = torch.rand(25, 3, generator=generator, dtype=torch.float64)
+    xs = torch.rand(110, 3, generator=generator, dtype=torch.float64)
+    xs[60:65] = xs[:5]  # the same voxels in two items stay apart
+    values = torch.randn(110, 2, generator=generator, dtype=torch.float64)
+    weights = torch.rand(110, generator=generator, dtype=torch.float64)
+    weights[70:] = 0  # some voxels hold no weight
+    bq = torch.repeat_interleave(torch.arange(2), torch.tensor(sizes_q))
+    bs = torch.repeat_interleave(torch.arange(2), torch.tensor(sizes_s))
+    op = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=0.3, backend=backend, pool=0.25)
+    out = op(xq, xs, values, weights, bq, bs)
+    torch.testing.assert_close(out, pooled_reference(xq, xs, values, weights, 0.3, 0.25, bq, bs))
+
+
+def test_pooling_coincident_sources_changes_nothing(generator, assert_same_gradients):
+    # points that share a position share the kernel value: pooling them is exact, gradients included
+    distinct = torch.rand(12, 3, generator=generator, dtype=torch.float64) * 2
+    xs = distinct.repeat_interleave(3, 0)
+    xq = torch.rand(9, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(36, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(36, generator=generator, dtype=torch.float64, requires_grad=True)
+    exact = gdl.ops.get("nadaraya_watson", sigma=0.4, backend="torch")(xq, xs, values, weights)
+    pooled = gdl.ops.get("nadaraya_watson", sigma=0.4, backend="torch", pool=1e-3)(xq, xs, values, weights)
+    torch.testing.assert_close(pooled, exact)
+    assert_same_gradients(pooled, exact, (xq, values, weights), rtol=1e-10, atol=1e-10)
+
+
+def test_pooled_average_of_a_smooth_field_on_a_real_cloud(real_cloud, generator):
+    # h = sigma / 4 on a lidar frame: the binned average of a smooth field stays close to the exact one
+    cloud, diagonal = real_cloud("kitti", 3000)
+    sigma = 0.05 * diagonal
+    values = torch.sin(3 * cloud / diagonal)
+    op = gdl.ops.get("nadaraya_watson", sigma=sigma, backend="torch")
+    exact = op(cloud, cloud, values)
+    pooled = gdl.ops.get("nadaraya_watson", sigma=sigma, backend="torch", pool=sigma / 4)(cloud, cloud, values)
+    assert float((pooled - exact).abs().max()) < 0.02 * float(values.abs().max())
+    assert float((pooled - exact).abs().mean()) > 0  # the pooling did merge points
+
+
 def test_bad_inputs(generator):
     xq, xs = torch.rand(5, 3, generator=generator), torch.rand(6, 3, generator=generator)
     values = torch.rand(6, 2)
@@ -103,6 +170,8 @@ def test_bad_inputs(generator):
         op(xq, xs, values, batch_query=torch.tensor([0, 0, 1, 1, 1]), batch_src=torch.zeros(6, dtype=torch.int64))
     with pytest.raises(TypeError, match="x_src has dtype"):
         op(xq, xs.double(), values)
+    with pytest.raises(ValueError, match="pool must be a positive number"):
+        gdl.ops.get("nadaraya_watson", pool=0.0)
 
 
 def masked_softmax_reference(xq, xs, values, weights, sigma, cutoff):

@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
+import gdl.ops
 from gdl.data.pointclouds import read_points
 from gdl.data.synthetic import SyntheticDeformation
 from gdl.models.registration.finetune import Finetune
 from gdl.models.registration.matching import random_subset
 from gdl.models.registration.prealign import Prealign, rotation_about
+from gdl.ops.core.voxels import pool_weighted
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_iterations_per_scale_equal_a_repeated_scale(bunny, generator):
     repeated = Finetune(blurs=(0.1, 0.1, 0.03), reach_factor=None, smoothing=(0.1, 0.1, 0.05), backend="torch")
     fitted = per_scale.fit(pair.source, pair.target)
     torch.testing.assert_close(fitted.displacement, repeated(pair.source, pair.target))
-    assert len(fitted.scales) == 3
+    assert len(fitted.passes) == 3
     queries = cloud[:50] + 0.01
     torch.testing.assert_close(fitted.at(queries), repeated.fit(pair.source, pair.target).at(queries))
 
@@ -291,7 +293,7 @@ def test_a_coarse_scale_on_a_subset_then_every_point_equals_the_scales_fitted_in
     in_turn = Finetune(blurs=(0.03,), smoothing=0.05, **options)(pair.source, pair.target, initial=coarse)
     fitted = per_scale.fit(pair.source, pair.target)
     torch.testing.assert_close(fitted.displacement, in_turn)
-    assert [anchors.shape[0] for _, anchors, _, _, _ in fitted.scales] == [200, 200, 600, 600]
+    assert [smoothed_pass.anchors.shape[0] for smoothed_pass in fitted.passes] == [200, 200, 600, 600]
     torch.testing.assert_close(fitted.at(pair.source), fitted.displacement, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="num_points must be one number or 2 numbers"):
         Finetune(blurs=(0.1, 0.03), num_points=[200])
@@ -358,6 +360,45 @@ def test_an_over_relaxed_pass_steps_a_multiple_of_the_smoothed_residual(bunny, g
         Finetune(relaxation=0.0)
     with pytest.raises(ValueError, match="relaxation must be one number or 2 numbers"):
         Finetune(blurs=(0.1, 0.03), relaxation=[1.0])
+
+
+def test_a_heavy_ball_pass_adds_momentum_times_the_previous_step(bunny, generator):
+    # two passes from the identity: the second sees the same points either way, so with momentum beta
+    # u2 = u1 + v2(u1) + beta u1, the plain two passes plus beta times the first
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(blurs=(0.1,), smoothing=0.1, reach_factor=3.0, backend="torch")
+    one, two = (Finetune(**options, iterations=n)(pair.source, pair.target) for n in (1, 2))
+    heavy = Finetune(**options, iterations=2, momentum=0.6).fit(pair.source, pair.target)
+    torch.testing.assert_close(heavy.displacement, two + 0.6 * one)
+    # a third pass carries the momentum on; the flow replays it at any point, the fitted ones included
+    heavy = Finetune(**options, iterations=3, momentum=0.6).fit(pair.source, pair.target)
+    torch.testing.assert_close(heavy.at(pair.source), heavy.displacement)
+    # a new scale starts without momentum: its first pass is the plain one from where the last scale ended
+    two_scales = dict(options, blurs=(0.1, 0.03), smoothing=(0.1, 0.05), iterations=(2, 1))
+    per_scale = Finetune(**two_scales, momentum=[0.6, 0.9])(pair.source, pair.target)
+    second = Finetune(**dict(options, blurs=(0.03,), smoothing=0.05, iterations=1))(pair.source, pair.target, initial=two + 0.6 * one)
+    torch.testing.assert_close(per_scale, second)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\)"):
+            Finetune(momentum=bad)
+    with pytest.raises(ValueError, match="momentum must be one number or 2 numbers"):
+        Finetune(blurs=(0.1, 0.03), momentum=[0.5])
+
+
+def test_pooled_smoothing_is_the_pooled_average(bunny, generator):
+    # smoothing_pool p: each pass averages the matches pooled per voxel of side p times its width
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    finetune = Finetune(blurs=(0.1,), smoothing=0.4, iterations=1, backend="torch", smoothing_pool=0.5)
+    assert finetune.smoothers[0].pool == pytest.approx(0.2)
+    fitted = finetune.fit(pair.source, pair.target)
+    first = fitted.passes[0]
+    anchors = first.anchors
+    centroids, mean_residuals, masses, _ = pool_weighted(anchors, first.residuals, first.confidence, 0.2)
+    exact = gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=0.4, backend="torch")
+    torch.testing.assert_close(fitted.displacement, exact(anchors, centroids, mean_residuals, masses))
+    assert len(centroids) < 0.8 * len(anchors)
 
 
 def test_subsets_of_one_seed_are_nested(generator):

@@ -82,7 +82,7 @@ def test_finetune_on_a_subset_warps_every_source_point_by_its_field(bunny, gener
     fitted = finetune.fit(source, target)
     torch.testing.assert_close(fitted.displacement, fitted.at(source), atol=1e-12, rtol=0)
     # 300 of 800 points on each side: the fit saw other points than most of those it warps
-    assert fitted.scales[0][1].shape == (300, 3)
+    assert fitted.passes[0].anchors.shape == (300, 3)
 
 
 def test_lddmm_and_flow_warp_the_fitted_points_as_their_displacement(generator):

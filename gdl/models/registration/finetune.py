@@ -18,6 +18,17 @@ u <- u + omega v: over-relaxed passes (omega > 1) carry the matches into the reg
 fewer passes (the lung preset's 40 mm-smoothed 2 mm passes: 50 at omega = 2 end where 100 at
 omega = 1 do, and 100 at omega = 2 go further).
 
+With ``momentum`` = beta in [0, 1) (one number or one per scale; 0 by default), the passes of a scale
+are heavy-ball steps, d_k = omega v_k + beta d_(k-1) and u <- u + d_k: a motion that keeps its
+direction from pass to pass, as the spread of the matches into the regions that lag does, grows
+toward omega / (1 - beta) v per pass, while one that changes sign is damped. A scale's first pass
+starts without momentum.
+
+With ``smoothing_pool`` = p (one number, one per scale or None: no pooling), each pass averages its
+matches pooled per voxel of side p times the scale's ``smoothing`` (``nadaraya_watson``'s ``pool``):
+wide averages then sum over far fewer points (p = 0.5 at 40 mm: 8.5 times fewer on 8,192 lung
+vessel points), at the cost of averaging the residuals over each voxel first.
+
 With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
 of a scale start from the OT potentials of the pass before and refine them by n Sinkhorn updates
 at the scale's blur (``robot_map``'s warm start) instead of annealing from the clouds' diameter.
@@ -75,6 +86,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -87,6 +99,22 @@ from gdl.ops.core.checks import check_choice, check_flag, check_positive
 from gdl.progress import report
 
 
+@dataclass
+class SmoothedPass:
+    """One match-and-smooth pass: its Gaussian average of the ``residuals`` (weighted by the match
+    ``confidence``) at the warped points ``anchors``, and the ``momentum`` that carries the pass before on."""
+
+    smoother: torch.nn.Module
+    anchors: torch.Tensor
+    residuals: torch.Tensor
+    confidence: torch.Tensor
+    batch: torch.Tensor | None
+    momentum: float
+
+    def step(self, points, batch=None):
+        return self.smoother(points, self.anchors, self.residuals, self.confidence, batch, self.batch)
+
+
 class SmoothedFlow:
     """A fitted fine-tuning: ``displacement`` at the fitted points and ``at(points, batch, initial)``,
     the same smoothing (each scale's Nadaraya-Watson average of the matches, or with
@@ -94,14 +122,16 @@ class SmoothedFlow:
     layers, local comparison) evaluated at any points."""
 
     def __init__(self, finetune: "Finetune"):
-        self.finetune, self.scales, self.layers, self.displacement = finetune, [], [], None
+        self.finetune, self.passes, self.layers, self.displacement = finetune, [], [], None
         self.fitted_points = None  # (x_s, w_s, batch_s) with ``interpolate_sigma``
 
     def smoothed(self, points, batch=None, initial=None):
-        """u = initial + the sum over scales of v_k(points + u)."""
+        """u = initial + the passes replayed: u <- u + d_k, d_k = v_k(points + u) + beta_k d_(k-1)."""
         displacement = torch.zeros_like(points) if initial is None else initial
-        for smoother, anchors, steps, confidence, batch_anchors in self.scales:
-            displacement = displacement + smoother(points + displacement, anchors, steps, confidence, batch, batch_anchors)
+        increment = torch.zeros_like(displacement)
+        for smoothed_pass in self.passes:
+            increment = smoothed_pass.step(points + displacement, batch) + smoothed_pass.momentum * increment
+            displacement = displacement + increment
         return displacement
 
     def interpolated(self, points, batch=None, initial=None):
@@ -162,6 +192,8 @@ class Finetune(RegistrationStep):
         debias: bool | Sequence[bool] = False,
         solver: str = "auto",
         relaxation: float | Sequence[float] = 1.0,
+        momentum: float | Sequence[float] = 0.0,
+        smoothing_pool: float | Sequence[float | None] | None = None,
     ):
         super().__init__()
         self.subset_seed = check_seed("subset_seed", subset_seed)
@@ -183,6 +215,7 @@ class Finetune(RegistrationStep):
         reach_factors = per_scale("reach_factor", reach_factor, len(blurs), allow_none=True)
         smoothings = per_scale("smoothing", smoothing, len(blurs))
         self.relaxations = per_scale("relaxation", relaxation, len(blurs))
+        self.momenta = per_scale_momentum(momentum, len(blurs))
         warm = per_scale("warm_iterations", warm_iterations, len(blurs), allow_none=True, integer=True)
         self.matchings = torch.nn.ModuleList(
             RobustMatching(b, r * b if r else None, scaling, backend, solver, w)
@@ -192,8 +225,10 @@ class Finetune(RegistrationStep):
         self.self_matchings = torch.nn.ModuleList(
             RobustMatching(b, None, None, backend, solver, w) for b, w in zip(blurs, warm)
         )
+        pools = per_scale("smoothing_pool", smoothing_pool, len(blurs), allow_none=True)
         self.smoothers = torch.nn.ModuleList(
-            gaussian_average("smoothing", s, backend, truncate) for s in smoothings
+            gaussian_average("smoothing", s, backend, truncate, None if p is None else p * s)
+            for s, p in zip(smoothings, pools)
         )
 
     def fit(
@@ -211,12 +246,13 @@ class Finetune(RegistrationStep):
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
             if subset is None or self.num_points[k] != self.num_points[k - 1]:
                 subset = Subset(source, target, batch_source, batch_target, a, b, self.num_points[k], self.subset_seed)
-                displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the scales so far, at these points
+                displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the passes so far, at these points
             self_matching = self.self_matchings[k] if self.debiased[k] else None
             x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)
             potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations)
-            for _ in range(iterations):
+            increment = torch.zeros_like(displacement)
+            for iteration in range(iterations):
                 warped = x + displacement
                 matched, confidence, potentials = matching.match(warped, y, bx, by, a_x, b_y, potentials)
                 own = warped
@@ -224,8 +260,10 @@ class Finetune(RegistrationStep):
                     own, _, self_potentials = self_matching.match(warped, warped, bx, bx, a_x, a_x, self_potentials)
                 residual = self.relaxations[k] * (matched - own)
                 step = smoother(warped, warped, residual, confidence, bx, bx)
-                fitted.scales.append((smoother, warped, residual, confidence, bx))
-                displacement = displacement + step
+                momentum = self.momenta[k] if iteration > 0 else 0.0
+                fitted.passes.append(SmoothedPass(smoother, warped, residual, confidence, bx, momentum))
+                increment = step + momentum * increment
+                displacement = displacement + increment
         if self.interpolator is not None:
             fitted.fitted_points = (subset.x, displacement - initial[subset.i], subset.bx)
         fitted.displacement = self._background(subset.x, subset.y, subset.bx, subset.by, initial[subset.i], displacement, fitted)
@@ -290,11 +328,13 @@ class Finetune(RegistrationStep):
         return torch.where(keep[:, None], background, displacement)
 
 
-def gaussian_average(name: str, sigma: float | None, backend: str, truncate: float | None):
-    """The Gaussian Nadaraya-Watson average of width ``sigma`` (None when ``sigma`` is None)."""
+def gaussian_average(name: str, sigma: float | None, backend: str, truncate: float | None, pool: float | None = None):
+    """The Gaussian Nadaraya-Watson average of width ``sigma`` (None when ``sigma`` is None), over the
+    source points pooled per voxel of side ``pool`` (None: every point)."""
     if sigma is None:
         return None
-    return gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=check_positive(name, sigma), backend=backend, truncate=truncate)
+    sigma = check_positive(name, sigma)
+    return gdl.ops.get("nadaraya_watson", kernel="gaussian", sigma=sigma, backend=backend, truncate=truncate, pool=pool)
 
 
 def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 3) -> torch.Tensor:
@@ -308,11 +348,25 @@ def layer_points(free: torch.Tensor, batch: torch.Tensor | None, minimum: int = 
 def per_scale(name: str, value, scales: int, allow_none: bool = False, integer: bool = False, flag: bool = False) -> list:
     """One positive number (float, or int with ``integer``; a bool with ``flag``) per blur scale, from
     one value or a sequence of ``scales`` values."""
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * scales
-    if len(values) != scales:
-        what = "flag" if flag else "number"
-        raise ValueError(f"{name} must be one {what} or {scales} {what}s (one per blur), got {value!r}")
+    values = scale_values(name, value, scales, "flag" if flag else "number")
     if flag:
         return [check_flag(name, v) for v in values]
     cast = int if integer else float
     return [v if v is None and allow_none else cast(check_positive(name, v, integer=integer)) for v in values]
+
+
+def per_scale_momentum(value, scales: int) -> list[float]:
+    """One momentum in [0, 1) per blur scale, from one value or a sequence of ``scales`` values."""
+    values = scale_values("momentum", value, scales, "number")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ValueError(f"momentum must be a number in [0, 1), got {v!r}")
+    return [float(v) for v in values]
+
+
+def scale_values(name: str, value, scales: int, what: str) -> list:
+    """``value`` repeated for each blur scale, or the sequence ``value`` when it has ``scales`` entries."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * scales
+    if len(values) != scales:
+        raise ValueError(f"{name} must be one {what} or {scales} {what}s (one per blur), got {value!r}")
+    return values
