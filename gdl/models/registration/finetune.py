@@ -31,7 +31,9 @@ vessel points), at the cost of averaging the residuals over each voxel first.
 
 With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
 of a scale start from the OT potentials of the pass before and refine them by n Sinkhorn updates
-at the scale's blur (``robot_map``'s warm start) instead of annealing from the clouds' diameter.
+at the scale's blur (``robot_map``'s warm start) instead of annealing from the clouds' diameter;
+so does the first pass of a scale that follows a warm-started one on the same points (its
+potentials then come from the previous blur, as in annealing).
 The points moved a little, so this converges further for less work: on the lung trees at 2 mm
 (8,192 points, reach = blur) 3 updates leave the confidences 0.5 % from the converged ones in
 0.6 s, where the annealed solve leaves them 28 % away in 1.9 s. Coarse scales with a long reach
@@ -243,14 +245,17 @@ class Finetune(RegistrationStep):
         b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
         fitted, start = SmoothedFlow(self), time.perf_counter()
         subset, displacement = None, None
+        potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations)
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
-            if subset is None or self.num_points[k] != self.num_points[k - 1]:
+            new_points = subset is None or self.num_points[k] != self.num_points[k - 1]
+            if new_points:
                 subset = Subset(source, target, batch_source, batch_target, a, b, self.num_points[k], self.subset_seed)
                 displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the passes so far, at these points
+            if new_points or not (matching.warm and self.matchings[k - 1].warm):
+                potentials = self_potentials = None
             self_matching = self.self_matchings[k] if self.debiased[k] else None
             x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)
-            potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations)
             increment = torch.zeros_like(displacement)
             for iteration in range(iterations):
                 warped = x + displacement
