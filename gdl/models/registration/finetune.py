@@ -26,7 +26,7 @@ starts without momentum.
 
 With ``smoothing_pool`` = p (one number, one per scale or None: no pooling), each pass averages its
 matches pooled per voxel of side p times the scale's ``smoothing`` (``nadaraya_watson``'s ``pool``):
-wide averages then sum over far fewer points (p = 0.5 at 40 mm: 8.5 times fewer on 8,192 lung
+wide averages then sum over far fewer points (p = 0.5 at 40 mm: about 700 voxels for 8,192 lung
 vessel points), at the cost of averaging the residuals over each voxel first.
 
 With ``warm_iterations`` = n (one number or one per scale; None: none), the passes after the first
