@@ -343,6 +343,17 @@ def test_warm_started_passes_fit_as_passes_solved_anew(bunny, generator):
         Finetune(blurs=(0.1, 0.03), warm_iterations=[3])
 
 
+def test_a_warm_scale_after_a_warm_scale_continues_its_potentials(bunny, generator):
+    # the same blur twice, both warm: the second scale's first pass starts from the first scale's
+    # last potentials, so 2 + 1 passes are the 3 passes of one warm scale
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(reach_factor=1.0, warm_iterations=2, backend="torch")
+    one_scale = Finetune(blurs=(0.05,), smoothing=0.1, iterations=3, **options)(pair.source, pair.target)
+    two_scales = Finetune(blurs=(0.05, 0.05), smoothing=0.1, iterations=(2, 1), **options)(pair.source, pair.target)
+    torch.testing.assert_close(two_scales, one_scale)
+
+
 def test_an_over_relaxed_pass_steps_a_multiple_of_the_smoothed_residual(bunny, generator):
     # one pass from the identity: u = omega v with v the smoothed residual, the same matches either way
     cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
