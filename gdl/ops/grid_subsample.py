@@ -7,7 +7,7 @@ import torch
 from gdl.ops.core.base import Operator
 from gdl.ops.core.checks import check_batch, check_points, check_positive, check_values
 from gdl.ops.core.registry import register
-from gdl.ops.core.voxels import voxel_index
+from gdl.ops.core.voxels import pool_weighted
 
 
 @register("grid_subsample")
@@ -35,18 +35,10 @@ class GridSubsample(Operator):
         check_points("x", x)
         check_batch("batch", batch, x.shape[0], x.device)
         feats = None if features is None else check_values("features", features, x.shape[0], x)
-        voxels, voxel_of = voxel_index(x, self.voxel_size, batch)
-        counts = torch.bincount(voxel_of, minlength=voxels.shape[0]).to(x.dtype)[:, None]
-
-        def voxel_mean(values):
-            sums = values.new_zeros(voxels.shape[0], values.shape[1]).index_add(0, voxel_of, values)
-            return sums / counts
-
-        x_sub = voxel_mean(x)
-        batch_sub = None if batch is None else voxels[:, 0].contiguous()
-        features_sub = None
-        if feats is not None:
-            features_sub = voxel_mean(feats)
-            if features.dim() == 1:
-                features_sub = features_sub[:, 0]
+        values = x[:, :0] if feats is None else feats
+        x_sub, features_sub, _, batch_sub = pool_weighted(x, values, torch.ones_like(x[:, 0]), self.voxel_size, batch)
+        if feats is None:
+            features_sub = None
+        elif features.dim() == 1:
+            features_sub = features_sub[:, 0]
         return x_sub, batch_sub, features_sub
