@@ -10,8 +10,8 @@ from gdl.ops.core.base import Operator, row_chunks
 from gdl.ops.core.checks import check_choice, check_positive
 from gdl.ops.core.kernels import dense_sqdist, lazy_sqdist, safe_log, safe_sqrt
 from gdl.ops.core.registry import register
-from gdl.ops.core.sinkhorn_refine import log_weighted_sums, plan_cutoff, refine_potentials
-from gdl.ops.core.window import window
+from gdl.ops.core.plan_window import plan_window
+from gdl.ops.core.sinkhorn_refine import log_weighted_sums, refine_potentials
 
 MODES = ("soft", "hard")
 
@@ -32,13 +32,14 @@ class RobotMap(Operator):
     KeOps solvers the plan stays symbolic (log-sum-exp reductions, block-diagonal over the batch);
     with the tensorized solver it is built densely, in row chunks.
 
-    The soft KeOps matching only visits the pairs that can carry mass. With F = max_i f_i and
-    G = max_j g_j, P_ij / (a_i b_j) <= exp((F + G - C_ij) / eps), so the pairs with
-    C_ij > max(F + G, 0) + T eps (T = ``sinkhorn_refine.LOG_CUTOFF`` = 20) hold P_ij < e^-T a_i b_j: dropping
-    them changes each confidence by less than e^-T (2e-9) and each y_hat by less than e^-T times the
-    cloud's extent over the confidence. The window (a distance, e.g. 6.3 blur where F + G <= 0 at
-    p = 2) is block-sparse over voxels (:mod:`gdl.ops.core.locality`); on a tree of 8,192 points at
-    a blur of 1/100 of its extent it costs about 0.1 s instead of 3.1 s on a CPU thread.
+    The soft KeOps matching only visits the pairs that can carry mass. P_ij / (a_i b_j) =
+    exp((f_i + g_j - C_ij) / eps), so the pairs with C_ij > f_i + g_j + T eps
+    (T = ``plan_window.LOG_CUTOFF`` = 20) hold P_ij < e^-T a_i b_j: dropping them changes each
+    confidence by less than e^-T (2e-9) and each y_hat by less than e^-T times the cloud's extent
+    over the confidence. The window (a distance, e.g. 6.3 blur where f_i + g_j <= 0 at p = 2) is
+    block-sparse over voxels and tiered by the potentials (:mod:`gdl.ops.core.plan_window`); on a
+    tree of 8,192 points at a blur of 1/100 of its extent it costs about 0.1 s instead of 3.1 s on
+    a CPU thread.
 
     Defaults: ``blur=0.01`` (a sharp matching for clouds of unit size) and ``scaling=0.9``: GeomLoss
     runs one Sinkhorn iteration per epsilon-scaling step, and a plan needs more convergence than a
@@ -80,7 +81,7 @@ class RobotMap(Operator):
         elif self.mode == "hard":
             y_hat, log_mass = self._keops_hard(x, y, h, measures)
         else:
-            y_hat, log_mass = self._keops_soft(x, y, h, measures, batch_x, batch_y, plan_cutoff(f, g, self.params))
+            y_hat, log_mass = self._keops_soft(x, y, h, measures, batch_x, batch_y, f, g)
         return y_hat, (f / self.params.eps + log_mass).exp(), (f, g)
 
     @staticmethod
@@ -93,9 +94,9 @@ class RobotMap(Operator):
             )
         return f.detach(), g.detach()
 
-    def _keops_soft(self, x, y, h, measures, batch_x, batch_y, cutoff):
-        """(y_hat, log sum_j b_j exp((g_j - C_ij) / eps)) over the pairs closer than ``cutoff``."""
-        win = window(x, y, measures.pair, batch_x, batch_y, "keops", truncate=cutoff)
+    def _keops_soft(self, x, y, h, measures, batch_x, batch_y, f, g):
+        """(y_hat, log sum_j b_j exp((g_j - C_ij) / eps)) over the pairs that can carry mass."""
+        win = plan_window(x, y, measures.pair, batch_x, batch_y, "keops", f, g, self.params)
         values = torch.cat([y, torch.ones_like(y[:, :1])], 1).contiguous()
 
         def average(win):

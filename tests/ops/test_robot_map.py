@@ -10,7 +10,7 @@ import torch
 
 import gdl.ops
 import gdl.ops.robot_map as robot_map_module
-from gdl.ops.core import sinkhorn_refine
+from gdl.ops.core import plan_window as plan_window_module
 
 SOLVERS = ["tensorized", "online"]  # the dense plan and the symbolic KeOps plan
 
@@ -127,19 +127,20 @@ def test_soft_keops_match_sums_only_the_pairs_that_carry_mass(generator, monkeyp
     t = torch.rand(1500, generator=generator, dtype=torch.float64) * 12
     x = torch.stack([0.3 * t.cos(), 0.3 * t.sin(), t / 12], 1).float()
     y = x + 0.004 * torch.randn(x.shape, generator=generator, dtype=torch.float64).float() + 0.01
-    windows, window = [], robot_map_module.window
+    windows, plan_window = [], robot_map_module.plan_window
 
     def recorded(*args, **kwargs):
-        windows.append(window(*args, **kwargs))
+        windows.append(plan_window(*args, **kwargs))
         return windows[-1]
 
-    monkeypatch.setattr(robot_map_module, "window", recorded)
+    monkeypatch.setattr(robot_map_module, "plan_window", recorded)
     op = gdl.ops.get("robot_map", blur=0.005, reach=0.01, scaling=0.7, solver="online")
     y_hat, confidence = op(x, y)
-    monkeypatch.setattr(sinkhorn_refine, "LOG_CUTOFF", 1e6)  # a window holding every pair
+    monkeypatch.setattr(plan_window_module, "LOG_CUTOFF", 1e6)  # a window holding every pair
     exact_y_hat, exact_confidence = op(x, y)
-    assert [w.truncated for w in windows] == [True, False]
-    assert windows[0].local.cutoff < 0.1
+    assert [w.truncated for w in windows[0].windows] == [True] * len(windows[0].windows)
+    assert [w.truncated for w in windows[1].windows] == [False] * len(windows[1].windows)
+    assert windows[0].windows[0].local.cutoff < 0.1
     torch.testing.assert_close(y_hat, exact_y_hat, rtol=0, atol=1e-5)
     torch.testing.assert_close(confidence, exact_confidence, rtol=1e-5, atol=1e-7)
 

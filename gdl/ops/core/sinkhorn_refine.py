@@ -11,20 +11,20 @@ damping kappa = 1 / (1 + eps / rho) (1 when balanced), the symmetric updates are
 
 then one last update f = F(g), g = G(f). Unbalanced updates contract by kappa (1/2 at reach = blur).
 
-Each log-sum-exp only visits the pairs that can matter: with S = max_i f_i / kappa + max_j g_j
-(and symmetrically), a pair with C_ij > max(S, 0) + T eps (T = ``LOG_CUTOFF``) adds less than e^-T
-of the largest term a converged row can hold, so both windows (block-sparse over voxels,
-:mod:`gdl.ops.core.locality`) are cut there, from the starting potentials plus a margin of
-``MARGIN`` eps for their change.
+Each log-sum-exp only visits the pairs that can matter: a pair with C_ij > f_i / kappa + g_j + T eps
+(T = ``plan_window.LOG_CUTOFF``; symmetrically for the updates of g) adds less than e^-T of what a
+converged row holds, so the windows of both updates (block-sparse over voxels, tiered by the
+potentials: :mod:`gdl.ops.core.plan_window`) are cut there, from the starting potentials plus a
+margin of ``MARGIN`` eps for their change.
 """
 
 from __future__ import annotations
 
 from gdl.ops.core.batching import batch_pair
 from gdl.ops.core.kernels import any_sqrt, safe_log
-from gdl.ops.core.window import sqnorm, window
+from gdl.ops.core.plan_window import plan_window
+from gdl.ops.core.window import sqnorm
 
-LOG_CUTOFF = 20.0
 MARGIN = 5.0
 
 
@@ -34,10 +34,9 @@ def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int,
     eps = params.eps
     kappa = 1.0 if params.balanced else 1.0 / (1.0 + eps / params.reach**params.p)
     x, y, a, b = measures.x, measures.y, measures.a, measures.b
-    cutoff = plan_cutoff(f, g, params, kappa, MARGIN)
     pair_yx = batch_pair(batch_y, batch_x, y.shape[0], x.shape[0], "batch_y", "batch_x")
-    rows_x = window(x, y, measures.pair, batch_x, batch_y, backend, truncate=cutoff)
-    rows_y = window(y, x, pair_yx, batch_y, batch_x, backend, truncate=cutoff)
+    rows_x = plan_window(x, y, measures.pair, batch_x, batch_y, backend, f / kappa, g, params, MARGIN)
+    rows_y = plan_window(y, x, pair_yx, batch_y, batch_x, backend, g / kappa, f, params, MARGIN)
     log_a, log_b = safe_log(a), safe_log(b)
 
     def softmin(win, points, others, log_weights, potential):
@@ -56,14 +55,6 @@ def refine_potentials(params, measures, batch_x, batch_y, f, g, iterations: int,
     return f, softmin(rows_y, y, x, log_a, f)
 
 
-def plan_cutoff(f, g, params, kappa: float = 1.0, margin: float = 0.0) -> float:
-    """The distance beyond which every pair holds P_ij < e^-(T + margin) a_i b_j, T = ``LOG_CUTOFF``:
-    C_ij > max(F / kappa + G, F + G / kappa, 0) + (T + margin) eps, F = max_i f_i, G = max_j g_j."""
-    f_max, g_max = float(f.detach().max()), float(g.detach().max())
-    bound = max(f_max / kappa + g_max, f_max + g_max / kappa, 0.0)
-    return cost_to_distance(bound + (LOG_CUTOFF + margin) * params.eps, params.p)
-
-
 def log_weighted_sums(win, points, others, h, params, values=None):
     """``win.softmax`` of u_ij = h_j - C(points_i, others_j) / eps: (sums of exp(u_ij - shift_i)
     [values_j], shift_i) over the window of each point."""
@@ -78,8 +69,3 @@ def cost(p_i, q_j, p: int):
     """C(x, y): |x - y|^2 / 2 for p = 2, |x - y| for p = 1."""
     sqdist = sqnorm(p_i - q_j)
     return sqdist / 2 if p == 2 else any_sqrt(sqdist)
-
-
-def cost_to_distance(value: float, p: int) -> float:
-    """The distance at which C reaches ``value``."""
-    return (2 * value) ** 0.5 if p == 2 else value

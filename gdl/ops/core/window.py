@@ -121,14 +121,7 @@ class Window:
         out = fn(self)
         if not self.truncated:
             return out
-        empty = ~torch.isfinite(out.detach()).reshape(out.shape[0], -1).all(1)
-        if not bool(empty.any()):
-            return out
-        rows = empty.nonzero()[:, 0]
-        batch = None if self.batch_x is None else self.batch_x[rows]
-        pair = batch_pair(batch, self.batch_y, rows.numel(), self.y.shape[0])
-        exact = Window(self.x[rows], self.y, pair, batch, self.batch_y, self.keops, None, rows)
-        return out.index_put((rows,), fn(exact))
+        return exact_where_empty(out, fn, self.x, self.y, self.batch_x, self.batch_y, self.keops)
 
     def _reduce(self, kind, term, i, j, params, values, width):
         if self.rows is not None:
@@ -214,8 +207,24 @@ class Window:
         return (softmax.sums, softmax.shift) if kind == "softmax" else out
 
 
+def exact_where_empty(out, fn, x, y, batch_x, batch_y, keops: bool):
+    """``out`` (one row per x_i) with the rows that are not finite recomputed by ``fn`` over an
+    exact window: every point y_j of their batch item."""
+    empty = ~torch.isfinite(out.detach()).reshape(out.shape[0], -1).all(1)
+    if not bool(empty.any()):
+        return out
+    rows = empty.nonzero()[:, 0]
+    batch = None if batch_x is None else batch_x[rows]
+    pair = batch_pair(batch, batch_y, rows.numel(), y.shape[0])
+    exact = Window(x[rows], y, pair, batch, batch_y, keops, None, rows)
+    return out.index_put((rows,), fn(exact))
+
+
 def _reduce_block(kind, f, values):
-    """The reduction over the columns (dimension 1) of a dense block of terms (rows, M, E)."""
+    """The reduction over the columns (dimension 1) of a dense block of terms (rows, M, E); over no
+    column (M = 0): sums 0, maxima -inf, minima +inf."""
+    if f.shape[1] == 0:
+        return _reduce_nothing(kind, f, values)
     if kind == "min":
         return f.amin(1)
     if kind == "softmax":
@@ -226,6 +235,15 @@ def _reduce_block(kind, f, values):
     if f.shape[-1] == 1:
         return f[..., 0] @ values
     return (f * values).sum(1)
+
+
+def _reduce_nothing(kind, f, values):
+    """The reduction of a block of terms (rows, 0, E) over its columns, none."""
+    rows, e = f.shape[0], f.shape[-1]
+    if kind == "min":
+        return f.new_full((rows, e), math.inf)
+    sums = f.new_zeros(rows, e if values is None else values.shape[1])
+    return (sums, f.new_full((rows, e), -math.inf)) if kind == "softmax" else sums
 
 
 class StreamingSoftmax:
