@@ -8,18 +8,21 @@ when
     C_ij > r_i + c_j + T eps        (T = LOG_CUTOFF, plus a margin for potentials still moving),
 
 so one window cut at max(R + K, 0) + T eps, with R and K the largest r and c, holds every pair that
-matters. A few points with large potentials stretch that cutoff for every pair: on a synthetic lung
-pair, the target branches the source lacks reach c_j / eps ~ 100 where 99 % stay below 20, and
-the 2 mm window grows from about 25 to 45 mm. The pairs are therefore split at the potentials'
-``QUANTILE``, rows P = {r_i <= r_q} and columns Q = {c_j <= c_q} (P', Q' the rest):
+matters. A few points with large potentials stretch that cutoff for every pair: on synthetic lung
+pair 101 at 2 mm, the target branches that the source lacks reach c_j / eps = 105-113 where 99 %
+stay below 8 (on the real pair the largest are 22-25), and the window grows to 33-45 mm. The pairs
+are therefore split at the potentials' ``QUANTILE``, rows P = {r_i <= r_q} and columns Q = {c_j <= c_q} (P', Q' the rest):
 
     P  x Q    cut at  max(r_q + c_q, 0) + T eps,
     P' x Q    cut at  max(R + c_q, 0) + T eps,
     all x Q'  cut at  max(R + K, 0) + T eps,
 
 each a block-sparse window (:func:`gdl.ops.core.window.window`); the log-domain sums of the three
-merge into one per row. Every pair that the criterion keeps is still visited: its r_i and c_j
-are below the bounds of the part that holds it.
+merge into one per row. Every pair that the criterion keeps is still visited: its r_i and c_j are
+below the bounds of the part that holds it. At 2 mm on the full lung trees the first cutoff is
+0.43-0.55 times the single one on pair 101, where the split halves the time of fine-tuning, and
+0.72-0.76 on the real pair, where three windows cost about what one does (the warm 2 mm matches of
+the full pair 6 % faster, those of the 12k pair 9 % slower, one run each).
 """
 
 from __future__ import annotations
