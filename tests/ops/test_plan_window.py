@@ -51,7 +51,7 @@ def test_tiered_window_sums_every_pair_that_matters(generator, backend):
     xf, yf = x.float(), y.float()
     win = plan_window(xf, yf, batch_pair(None, None, len(x), len(y)), None, None, backend, (f / KAPPA).float(), g.float(), PARAMS)
     assert len(win.parts) == 3
-    regular, strays = win.windows[0], win.windows[-1]
+    (_, _, regular), (_, _, strays) = win.parts[0], win.parts[-1]
     assert regular.truncated and regular.local.cutoff < 0.6 * strays.local.cutoff
     # every pair that can hold e^-LOG_CUTOFF of its row is visited, and few others are
     cost = torch.cdist(x, y) ** 2 / 2

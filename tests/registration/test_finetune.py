@@ -343,6 +343,26 @@ def test_warm_started_passes_fit_as_passes_solved_anew(bunny, generator):
         Finetune(blurs=(0.1, 0.03), warm_iterations=[3])
 
 
+def test_warm_started_self_matches_debias_as_self_matches_solved_anew(bunny, generator):
+    # debias_warm_iterations refines each pass' self-transport potentials from the pass before: the
+    # debiased fit is that of the annealed self-matches to within a small part of the motion, where
+    # debiasing itself moves it by a quarter (blurs of a quarter of the bunny's extent)
+    cloud = bunny[torch.randperm(len(bunny), generator=generator)[:600]]
+    pair = SyntheticDeformation(scales=(1.0,), amplitudes=(0.25,), num_controls=32)(cloud, generator)
+    options = dict(blurs=(0.2, 0.1), smoothing=(0.1, 0.05), reach_factor=3.0, iterations=3, backend="torch")
+    biased = Finetune(**options).fit(pair.source, pair.target)
+    cold = Finetune(**options, debias=True).fit(pair.source, pair.target)
+    finetune = Finetune(**options, debias=True, debias_warm_iterations=[None, 5])
+    assert [m.warm for m in finetune.self_matchings] == [False, True]
+    assert [m.warm for m in finetune.matchings] == [False, False]
+    warm = finetune.fit(pair.source, pair.target)
+    motion = float(pair.flow.norm(dim=1).median())
+    assert float((cold.displacement - biased.displacement).norm(dim=1).median()) > 0.15 * motion
+    assert 0 < float((warm.displacement - cold.displacement).norm(dim=1).median()) < 0.04 * motion
+    with pytest.raises(ValueError, match="debias_warm_iterations must be a positive integer"):
+        Finetune(blurs=(0.1, 0.05), debias_warm_iterations=0)
+
+
 def test_a_warm_scale_after_a_warm_scale_continues_its_potentials(bunny, generator):
     # the same blur twice, both warm: the second scale's first pass starts from the first scale's
     # last potentials, so 2 + 1 passes are the 3 passes of one warm scale

@@ -45,7 +45,12 @@ point toward the centroid of the cloud within about s (branch tips inward, bends
 inside); once z and y agree locally, the match to the target shares that pull, so the debiased
 residual vanishes there instead of settling a fraction of s away (as the Sinkhorn divergence
 subtracts the self-transport terms). One more OT solve per pass, annealed faster (balanced).
-``debias`` is one flag for every scale or one per scale.
+``debias`` is one flag for every scale or one per scale. With ``debias_warm_iterations`` = n (one
+number or one per scale; None: none), the self-matches of the passes after a scale's first (and of
+its first, after a scale warm-started alike on the same points) refine the previous pass'
+self-transport potentials by n Sinkhorn updates instead of annealing. At 5 mm on 8192 lung points
+moved by 2 mm, one update takes 0.47 s instead of 1.7 and lands 0.05 mm from the annealed match; at
+10 mm the window of a balanced update holds most pairs and the annealed solve is faster.
 
 With ``keep_sigma`` = sigma, each point finally keeps a background displacement u0 where
 fine-tuning does not improve the local fit to the target. With d_i(u) = min_j |x_i + u_i - y_j|
@@ -192,6 +197,7 @@ class Finetune(RegistrationStep):
         backend: str = "auto",
         truncate: float | None = None,
         debias: bool | Sequence[bool] = False,
+        debias_warm_iterations: int | Sequence[int | None] | None = None,
         solver: str = "auto",
         relaxation: float | Sequence[float] = 1.0,
         momentum: float | Sequence[float] = 0.0,
@@ -224,8 +230,9 @@ class Finetune(RegistrationStep):
             for b, r, w in zip(blurs, reach_factors, warm)
         )
         self.debiased = per_scale("debias", debias, len(blurs), flag=True)
+        self_warm = per_scale("debias_warm_iterations", debias_warm_iterations, len(blurs), allow_none=True, integer=True)
         self.self_matchings = torch.nn.ModuleList(
-            RobustMatching(b, None, None, backend, solver, w) for b, w in zip(blurs, warm)
+            RobustMatching(b, None, None, backend, solver, w) for b, w in zip(blurs, self_warm)
         )
         pools = per_scale("smoothing_pool", smoothing_pool, len(blurs), allow_none=True)
         self.smoothers = torch.nn.ModuleList(
@@ -245,14 +252,16 @@ class Finetune(RegistrationStep):
         b = item_masses(weights_target, target.shape[0], batch_target, target, "weights_target")
         fitted, start = SmoothedFlow(self), time.perf_counter()
         subset, displacement = None, None
-        potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations)
+        potentials = self_potentials = None  # a pass starts from the previous pass' (warm_iterations, debias_warm_iterations)
         for k, (matching, smoother, iterations) in enumerate(zip(self.matchings, self.smoothers, self.iterations)):
             new_points = subset is None or self.num_points[k] != self.num_points[k - 1]
             if new_points:
                 subset = Subset(source, target, batch_source, batch_target, a, b, self.num_points[k], self.subset_seed)
                 displacement = fitted.smoothed(subset.x, subset.bx, initial[subset.i])  # the passes so far, at these points
             if new_points or not (matching.warm and self.matchings[k - 1].warm):
-                potentials = self_potentials = None
+                potentials = None
+            if new_points or not (self.debiased[k - 1] and self.self_matchings[k].warm and self.self_matchings[k - 1].warm):
+                self_potentials = None
             self_matching = self.self_matchings[k] if self.debiased[k] else None
             x, y, bx, by, a_x, b_y = subset.x, subset.y, subset.bx, subset.by, subset.a, subset.b
             report("finetune", f"scale {k + 1}/{len(self.matchings)} (blur {matching.blur:g}, {len(x)} -> {len(y)} points)", start)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from gdl.ops.core.batching import BatchPair, batch_pair
-from gdl.ops.core.window import Window, exact_where_empty, window
+from gdl.ops.core.window import exact_where_empty, window
 
 LOG_CUTOFF = 20.0
 QUANTILE = 0.99
@@ -113,10 +113,6 @@ class PlanWindow:
         """fn(self), with the rows that are not finite (nothing in any part) computed by fn over
         every point of their batch item."""
         return exact_where_empty(fn(self), fn, self.x, self.y, self.batch_x, self.batch_y, self.keops)
-
-    @property
-    def windows(self) -> list[Window]:
-        return [win for _, _, win in self.parts]
 
 
 def merge(first, second):
